@@ -1,0 +1,25 @@
+import pytest
+import torch
+
+
+def cuda_available():
+    if not torch.cuda.is_available():
+        return False
+    try:
+        import cupy  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+requires_cuda = pytest.mark.skipif(not cuda_available(), reason="needs a CUDA GPU and cupy")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "requires_cuda: needs a CUDA GPU and cupy")
+    config.addinivalue_line("markers", "slow: a longer end-to-end test")
+
+
+@pytest.fixture(params=["cpu", pytest.param("cuda", marks=requires_cuda)])
+def device(request):
+    return torch.device(request.param)
