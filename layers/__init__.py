@@ -1,0 +1,1 @@
+"""The Faster R-CNN layers of pyfrcnn, loaded by the engine as a plugin."""

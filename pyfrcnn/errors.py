@@ -1,0 +1,48 @@
+"""The exceptions pyfrcnn raises for bad input.
+
+Every error says what is at fault: a file with line and column for syntax, a
+layer with its type and position for wiring and shapes, a key path for
+configuration. Commands print the message alone (no traceback) unless asked.
+"""
+
+import difflib
+
+
+class PyfrcnnError(Exception):
+    """Base class: bad input that the user can fix."""
+
+
+class ParseError(PyfrcnnError):
+    """A prototxt or solver file that does not parse."""
+
+
+class NetError(PyfrcnnError):
+    """A net that cannot be built: wiring, arity, shapes or parameters."""
+
+
+class RegistryError(NetError):
+    """An unknown layer type, or a type registered twice."""
+
+
+class ConfigError(PyfrcnnError):
+    """A bad solver or run configuration."""
+
+
+class DataError(PyfrcnnError):
+    """A dataset, image or annotation that cannot be used."""
+
+
+class WeightsError(PyfrcnnError):
+    """A weights file that does not fit the net."""
+
+
+def closest(name, choices):
+    """The choice most like `name`, or None."""
+    match = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1, cutoff=0.5)
+    return match[0] if match else None
+
+
+def did_you_mean(name, choices):
+    """' (did you mean 'x'?)' or an empty string."""
+    match = closest(name, choices)
+    return f" (did you mean '{match}'?)" if match else ""

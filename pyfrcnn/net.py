@@ -1,0 +1,302 @@
+"""Net: a prototxt net built into layers wired by blob name.
+
+Building is one readable pass, as Caffe's Net::Init: for each kept layer,
+resolve its bottoms by name among the blobs produced so far, set it up (which
+infers its top shapes), share parameters named in ParamSpec, and bind its tops.
+An in-place top (top == bottom) rebinds the name to the new tensor; fan-out
+needs no Split layer, since autograd sums the gradients of a reused blob.
+
+`forward(**inputs)` runs the layers in order and returns the output blobs (the
+ones no layer consumes); `backward()` runs one autograd backward on the sum of
+loss_weight x loss top. Phase (TRAIN / TEST) is a property of the net that its
+layers read; the layer set is fixed when the net is built.
+"""
+
+import collections
+import logging
+import os
+
+import torch
+
+from . import registry
+from .errors import NetError, WeightsError, did_you_mean
+from .io import NetDef, phase_name, read_net
+
+log = logging.getLogger(__name__)
+
+WEIGHTS_FORMAT = "pyfrcnn-weights"
+
+
+def format_shape(shape):
+    if shape is None:
+        return "?"
+    return "x".join("?" if d is None else str(d) for d in shape) or "scalar"
+
+
+def shape_matches(actual, declared):
+    if declared is None:
+        return True
+    return len(actual) == len(declared) and all(d is None or d == a for a, d in zip(actual, declared))
+
+
+class Net(torch.nn.Module):
+    """A net built from a prototxt path, prototxt text or NetDef.
+
+    `config` is the run's configuration, handed to every layer as `layer.config`.
+    `input_shapes` ({blob: shape}) overrides the shapes of Input layer tops.
+    """
+
+    def __init__(self, source, phase="TRAIN", stages=(), level=0, config=None,
+                 input_shapes=None, check_shapes=True):
+        super().__init__()
+        netdef = source if isinstance(source, NetDef) else read_net(source, phase, stages, level)
+        self.netdef = netdef
+        self.name = netdef.param.name
+        self._phase = phase_name(netdef.state.phase)
+        self.config = config if config is not None else {}
+        self.check_shapes = check_shapes
+        self.layers = torch.nn.ModuleList()
+        self.layer_dict = collections.OrderedDict()
+        self.bottom_names, self.top_names = [], []
+        self.bottom_shapes, self.top_shapes = [], []
+        self.blob_shapes = collections.OrderedDict()
+        self.input_blobs = []
+        self.blobs = collections.OrderedDict()
+        self.loss = None
+        self._propagate = []
+        self._shared = {}  # ParamSpec.name -> (Parameter, owner layer, blob index)
+        self._build(dict(input_shapes or {}))
+
+    # -- building ------------------------------------------------------
+    def _build(self, input_shapes):
+        consumers = collections.Counter()
+        for index, lp in enumerate(self.netdef.param.layer):
+            where = self.netdef.where(index)
+            if not lp.name:
+                raise NetError(f"{where}: a layer has no name")
+            if lp.name in self.layer_dict:
+                raise NetError(f"{where}: layer name '{lp.name}' is used twice")
+            layer = registry.create_layer(lp, self._phase, self.config, where)
+            bottom_shapes = []
+            for i, bottom in enumerate(lp.bottom):
+                if bottom not in self.blob_shapes:
+                    raise layer.error(
+                        f"bottom {i} '{bottom}' is not produced by any earlier layer"
+                        f"{did_you_mean(bottom, self.blob_shapes)}")
+                bottom_shapes.append(self.blob_shapes[bottom])
+                consumers[bottom] += 1
+            if lp.propagate_down and len(lp.propagate_down) != len(lp.bottom):
+                raise layer.error(f"gives {len(lp.propagate_down)} propagate_down values "
+                                  f"for {len(lp.bottom)} bottoms")
+            for top in lp.top:
+                if top in self.blob_shapes and top not in lp.bottom:
+                    raise layer.error(f"top '{top}' is already produced by an earlier layer")
+            if len(set(lp.top)) != len(lp.top):
+                raise layer.error("names the same top twice")
+            if lp.type == "Input":
+                layer.override_shapes = input_shapes
+            top_shapes = layer.setup(bottom_shapes)
+            if lp.type == "Input":
+                self.input_blobs.extend(lp.top)
+            self._share_params(layer)
+            for top, shape in zip(lp.top, top_shapes):
+                self.blob_shapes[top] = shape
+                consumers.pop(top, None)  # a rebound name is a new blob
+            self.layers.append(layer)
+            self.layer_dict[lp.name] = layer
+            self.bottom_names.append(list(lp.bottom))
+            self.top_names.append(list(lp.top))
+            self.bottom_shapes.append(bottom_shapes)
+            self.top_shapes.append(top_shapes)
+            self._propagate.append(list(lp.propagate_down) or [True] * len(lp.bottom))
+            log.info("%s (%s) <- %s -> %s [%s]", lp.name, lp.type, ", ".join(lp.bottom) or "-",
+                     ", ".join(lp.top) or "-", "; ".join(format_shape(s) for s in top_shapes))
+        extra = set(input_shapes) - set(self.input_blobs)
+        if extra:
+            raise NetError(f"{self.netdef.path}: input shape given for "
+                           f"{', '.join(sorted(extra))}, which is not an input of the net "
+                           f"(inputs: {', '.join(self.input_blobs) or 'none'})")
+        self.output_names = [b for b in self.blob_shapes if consumers[b] == 0]
+        for param, spec_lr, _, _ in self.learnable_params():
+            if spec_lr == 0:
+                param.requires_grad_(False)
+
+    def _share_params(self, layer):
+        for i, blob in enumerate(layer.blobs):
+            spec = layer.param_spec(i)
+            if not spec.name:
+                continue
+            if spec.name not in self._shared:
+                self._shared[spec.name] = (blob, layer, i)
+                continue
+            owner_blob, owner, j = self._shared[spec.name]
+            strict = spec.share_mode == spec.STRICT
+            if (strict and owner_blob.shape != blob.shape) or owner_blob.numel() != blob.numel():
+                raise layer.error(
+                    f"shared param '{spec.name}' (blob {i}) has shape {format_shape(tuple(blob.shape))} "
+                    f"but its owner {owner.describe()} blob {j} has "
+                    f"{format_shape(tuple(owner_blob.shape))}")
+            if not strict and owner_blob.shape != blob.shape:
+                raise layer.error(f"shared param '{spec.name}': PERMISSIVE sharing of "
+                                  "differently shaped blobs is not supported")
+            layer.blobs[i] = owner_blob
+
+    # -- phase ---------------------------------------------------------
+    @property
+    def phase(self):
+        return self._phase
+
+    @phase.setter
+    def phase(self, value):
+        self._phase = phase_name(value)
+        for layer in self.layers:
+            layer.phase = self._phase
+
+    # -- running -------------------------------------------------------
+    def forward(self, **inputs):
+        """Run every layer; return {name: tensor} of the output blobs."""
+        missing = [b for b in self.input_blobs if b not in inputs]
+        if missing:
+            raise NetError(f"net '{self.name}': input blob(s) {', '.join(missing)} not given "
+                           f"to forward()")
+        unknown = set(inputs) - set(self.input_blobs)
+        if unknown:
+            raise NetError(f"net '{self.name}': forward() got {', '.join(sorted(unknown))}, "
+                           f"which are not inputs (inputs: {', '.join(self.input_blobs) or 'none'})")
+        blobs = {}
+        loss = None
+        for layer, bottoms, tops, propagate, shapes in zip(
+                self.layers, self.bottom_names, self.top_names, self._propagate, self.top_shapes):
+            if layer.type == "Input":
+                outputs = [inputs[t] for t in tops]
+            else:
+                args = [blobs[b] if p else blobs[b].detach() for b, p in zip(bottoms, propagate)]
+                outputs = layer.forward(*args)
+                if isinstance(outputs, torch.Tensor):
+                    outputs = (outputs,)
+            if len(outputs) != len(tops):
+                raise layer.error(f"forward returned {len(outputs)} tops, expected {len(tops)}")
+            for top, value, shape in zip(tops, outputs, shapes):
+                if self.check_shapes and not shape_matches(value.shape, shape):
+                    raise layer.error(f"top '{top}' has shape {format_shape(tuple(value.shape))} "
+                                      f"but was declared {format_shape(shape)}")
+                blobs[top] = value
+            for weight, value in zip(layer.loss_weights, outputs):
+                if weight:
+                    term = weight * value.sum()
+                    loss = term if loss is None else loss + term
+        self.blobs = blobs
+        self.loss = loss
+        return {name: blobs[name] for name in self.output_names}
+
+    def backward(self):
+        """Backpropagate the weighted sum of the loss tops of the last forward."""
+        if self.loss is None:
+            raise NetError(f"net '{self.name}': backward() needs a forward() with a loss top "
+                           "(a layer with a nonzero loss_weight)")
+        if self.loss.requires_grad:
+            self.loss.backward()
+        loss, self.loss = self.loss.detach(), None
+        return loss
+
+    # -- parameters ----------------------------------------------------
+    @property
+    def params(self):
+        """{layer name: [blobs]} as in pycaffe, for layers that have blobs."""
+        return collections.OrderedDict((l.name, list(l.blobs)) for l in self.layers if len(l.blobs))
+
+    def learnable_params(self):
+        """[(parameter, lr_mult, decay_mult, 'layer/index')], each shared parameter once
+        (with its owner's multipliers)."""
+        seen, result = set(), []
+        for layer in self.layers:
+            for i, blob in enumerate(layer.blobs):
+                if id(blob) in seen:
+                    continue
+                seen.add(id(blob))
+                spec = layer.param_spec(i)
+                result.append((blob, spec.lr_mult, spec.decay_mult, f"{layer.name}/{i}"))
+        return result
+
+    # -- weights -------------------------------------------------------
+    def weights_dict(self):
+        """{layer name: [tensors on cpu]}: the weights in our format."""
+        return {name: [b.detach().cpu().clone() for b in blobs] for name, blobs in self.params.items()}
+
+    def save(self, path):
+        """Save the weights by layer name (written atomically)."""
+        payload = {"format": WEIGHTS_FORMAT, "version": 1, "layers": self.weights_dict()}
+        atomic_torch_save(payload, path)
+
+    def load(self, source, strict=False):
+        """Copy weights by layer name from a path or a {layer: [tensors]} dict.
+
+        Layers of the file that the net lacks are skipped (and returned), as in
+        Caffe's CopyTrainedLayersFrom; a blob of the wrong shape is an error.
+        With strict=True, a net layer missing from the file is an error too.
+        """
+        layers = load_weights_file(source) if not isinstance(source, dict) else source
+        where = source if not isinstance(source, dict) else "weights"
+        loaded, skipped = [], []
+        for name, tensors in layers.items():
+            layer = self.layer_dict.get(name)
+            if layer is None or not len(layer.blobs):
+                skipped.append(name)
+                continue
+            if len(tensors) != len(layer.blobs):
+                raise WeightsError(f"{where}: {layer.describe()} has {len(layer.blobs)} blobs, "
+                                   f"the file gives {len(tensors)}")
+            for i, (blob, value) in enumerate(zip(layer.blobs, tensors)):
+                if tuple(blob.shape) != tuple(value.shape):
+                    raise WeightsError(
+                        f"{where}: {layer.describe()} blob {i}: the net has shape "
+                        f"{format_shape(tuple(blob.shape))}, the file {format_shape(tuple(value.shape))}")
+            with torch.no_grad():
+                for blob, value in zip(layer.blobs, tensors):
+                    blob.copy_(value)
+            loaded.append(name)
+        if strict:
+            missing = [n for n in self.params if n not in layers]
+            if missing:
+                raise WeightsError(f"{where}: no weights for layer(s) {', '.join(missing)}")
+        return loaded, skipped
+
+    # -- state for exact resume ------------------------------------------
+    def snapshot_state(self):
+        return {l.name: s for l in self.layers if (s := l.snapshot_state()) is not None}
+
+    def restore_state(self, states):
+        for name, state in states.items():
+            if name in self.layer_dict:
+                self.layer_dict[name].restore_state(state)
+
+
+def atomic_torch_save(obj, path):
+    """torch.save to a temp file, fsync, rename: a crash leaves the old file whole."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def load_weights_file(path):
+    """{layer: [tensors]} from a file in our weights format."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise WeightsError(f"{path}: no such weights file") from None
+    except Exception as e:
+        raise WeightsError(f"{path}: not a readable pyfrcnn weights file: {e}") from None
+    if not isinstance(payload, dict) or payload.get("format") != WEIGHTS_FORMAT:
+        raise WeightsError(f"{path}: not a pyfrcnn weights file (use `pyfrcnn convert` "
+                           "for .caffemodel and torchvision files)")
+    return payload["layers"]
