@@ -1,0 +1,185 @@
+"""The detection configuration: every py-faster-rcnn TRAIN / TEST knob the
+layers read, under py-faster-rcnn's own names, with its end2end defaults
+(lib/fast_rcnn/config.py as overridden by experiments/cfgs/faster_rcnn_end2end.yml).
+
+There is no global: the solver file's `detection:` section is validated into a
+DetectionConfig and handed to every layer as `layer.config["detection"]`;
+`detection_config(layer.config)` returns it (or the defaults). Unknown keys are
+errors that name the key path and the closest valid key.
+"""
+
+import dataclasses
+
+from pyfrcnn.errors import ConfigError, did_you_mean
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    SCALES: tuple = (600,)            # shorter side of training images (one drawn per image)
+    MAX_SIZE: int = 1000              # cap on the longer side
+    IMS_PER_BATCH: int = 1            # images per minibatch (end2end: 1)
+    BATCH_SIZE: int = 128             # RoIs per image sampled by proposal_target
+    FG_FRACTION: float = 0.25         # at most this share of the RoIs are foreground
+    FG_THRESH: float = 0.5            # IoU >= FG_THRESH: foreground RoI
+    BG_THRESH_HI: float = 0.5         # background RoIs: IoU in [BG_THRESH_LO, BG_THRESH_HI)
+    BG_THRESH_LO: float = 0.0         # end2end default (py-faster-rcnn's base cfg: 0.1)
+    USE_FLIPPED: bool = True          # add horizontally flipped images
+    BBOX_REG: bool = True
+    BBOX_THRESH: float = 0.5
+    BBOX_NORMALIZE_TARGETS: bool = True
+    BBOX_NORMALIZE_TARGETS_PRECOMPUTED: bool = True   # end2end: normalise by the fixed means / stds
+    BBOX_NORMALIZE_MEANS: tuple = (0.0, 0.0, 0.0, 0.0)
+    BBOX_NORMALIZE_STDS: tuple = (0.1, 0.1, 0.2, 0.2)
+    BBOX_INSIDE_WEIGHTS: tuple = (1.0, 1.0, 1.0, 1.0)
+    ASPECT_GROUPING: bool = True      # batch images of like aspect (matters for IMS_PER_BATCH > 1)
+    HAS_RPN: bool = True
+    PROPOSAL_METHOD: str = "gt"
+    ADD_JITTERED_GT: bool = False     # proposal_target: also add a jittered copy of the gt boxes
+    RPN_POSITIVE_OVERLAP: float = 0.7
+    RPN_NEGATIVE_OVERLAP: float = 0.3
+    RPN_CLOBBER_POSITIVES: bool = False  # negatives overwrite positives when True
+    RPN_FG_FRACTION: float = 0.5
+    RPN_BATCHSIZE: int = 256
+    RPN_NMS_THRESH: float = 0.7
+    RPN_PRE_NMS_TOP_N: int = 12000
+    RPN_POST_NMS_TOP_N: int = 2000
+    RPN_MIN_SIZE: int = 16            # in the original image's pixels
+    RPN_BBOX_INSIDE_WEIGHTS: tuple = (1.0, 1.0, 1.0, 1.0)
+    RPN_POSITIVE_WEIGHT: float = -1.0  # -1: uniform 1 / number of sampled anchors
+
+
+@dataclasses.dataclass
+class TestConfig:
+    SCALES: tuple = (600,)
+    MAX_SIZE: int = 1000
+    NMS: float = 0.3                  # per-class NMS of final detections
+    SCORE_THRESH: float = 0.05        # per-class score threshold of final detections
+    MAX_PER_IMAGE: int = 100          # detections kept per image over all classes
+    BBOX_REG: bool = True
+    HAS_RPN: bool = True
+    PROPOSAL_METHOD: str = "gt"
+    RPN_NMS_THRESH: float = 0.7
+    RPN_PRE_NMS_TOP_N: int = 6000
+    RPN_POST_NMS_TOP_N: int = 300
+    RPN_MIN_SIZE: int = 16
+
+
+@dataclasses.dataclass
+class DetectionConfig:
+    TRAIN: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    TEST: TestConfig = dataclasses.field(default_factory=TestConfig)
+    PIXEL_MEANS: tuple = (102.9801, 115.9465, 122.7717)  # BGR, subtracted from images
+    RNG_SEED: int = 3
+    EPS: float = 1e-14
+    DEDUP_BOXES: float = 1.0 / 16.0
+
+    def phase(self, phase):
+        """The TRAIN or TEST section for a phase name."""
+        return self.TRAIN if str(phase).upper() == "TRAIN" else self.TEST
+
+    @classmethod
+    def from_dict(cls, values, where="detection"):
+        """Validate a (possibly partial) dict of knobs; unknown keys and wrong types are errors."""
+        return _build(cls, values or {}, where)
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+
+def _coerce(value, default, path):
+    """Check `value` against the type of the field's default."""
+    kind = type(default)
+    if dataclasses.is_dataclass(default):
+        return _build(kind, value, path)
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}: expected true or false, got {value!r}")
+        return value
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{path}: expected an integer, got {value!r}")
+        return value
+    if kind is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{path}: expected a number, got {value!r}")
+        return float(value)
+    if kind is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{path}: expected a string, got {value!r}")
+        return value
+    if kind is tuple:
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and len(default) >= 1 \
+                and path.endswith("SCALES"):
+            value = [value]
+        if not isinstance(value, (list, tuple)) or not value:
+            raise ConfigError(f"{path}: expected a list, got {value!r}")
+        item_kind = type(default[0]) if default else float
+        items = []
+        for i, v in enumerate(value):
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise ConfigError(f"{path}[{i}]: expected a number, got {v!r}")
+            items.append(int(v) if item_kind is int and float(v).is_integer() else float(v)
+                         if item_kind is float else v)
+        if len(default) == 4 and len(items) != 4:
+            raise ConfigError(f"{path}: expected 4 numbers, got {len(items)}")
+        if path.endswith("PIXEL_MEANS") and len(items) != 3:
+            raise ConfigError(f"{path}: expected 3 numbers (B, G, R), got {len(items)}")
+        return tuple(items)
+    return value
+
+
+def _build(cls, values, path):
+    if isinstance(values, cls):
+        return values
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: expected a mapping, got {values!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    defaults = cls()
+    kwargs = {}
+    for key, value in values.items():
+        if key not in fields:
+            raise ConfigError(f"{path}.{key}: unknown key{did_you_mean(key, fields)}")
+        kwargs[key] = _coerce(value, getattr(defaults, key), f"{path}.{key}")
+    return cls(**kwargs)
+
+
+def detection_config(config):
+    """The DetectionConfig in a layer's run config (py-faster-rcnn's end2end defaults if none)."""
+    value = (config or {}).get("detection") if isinstance(config, dict) else None
+    if value is None:
+        return DetectionConfig()
+    if isinstance(value, DetectionConfig):
+        return value
+    return DetectionConfig.from_dict(value)
+
+
+def parse_param_str(layer, param_str, cls):
+    """py-faster-rcnn's param_str (YAML, e.g. "'feat_stride': 16") into dataclass `cls`;
+    unknown keys and wrong types are errors naming the layer."""
+    import yaml
+
+    text = (param_str or "").strip()
+    try:
+        values = yaml.safe_load("{" + text + "}") if text and not text.startswith("{") \
+            else yaml.safe_load(text) if text else {}
+    except yaml.YAMLError as e:
+        raise layer.error(f"param_str is not valid YAML: {e}") from None
+    if values is None:
+        values = {}
+    if not isinstance(values, dict):
+        raise layer.error(f"param_str must be a mapping of settings, got {values!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    defaults = cls()
+    kwargs = {}
+    for key, value in values.items():
+        if key not in fields:
+            raise layer.error(f"param_str: unknown setting '{key}'{did_you_mean(key, fields)}; "
+                              f"known: {', '.join(fields)}")
+        try:
+            kwargs[key] = _coerce(value, getattr(defaults, key), f"param_str.{key}")
+        except ConfigError as e:
+            raise layer.error(str(e)) from None
+    return cls(**kwargs)
+
+
+__all__ = ["TrainConfig", "TestConfig", "DetectionConfig", "detection_config", "parse_param_str"]
