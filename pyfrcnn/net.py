@@ -223,9 +223,11 @@ class Net(torch.nn.Module):
         """{layer name: [tensors on cpu]}: the weights in our format."""
         return {name: [b.detach().cpu().clone() for b in blobs] for name, blobs in self.params.items()}
 
-    def save(self, path):
-        """Save the weights by layer name (written atomically)."""
-        payload = {"format": WEIGHTS_FORMAT, "version": 1, "layers": self.weights_dict()}
+    def save(self, path, meta=None):
+        """Save the weights by layer name (written atomically). `meta` is a dict of
+        plain values kept beside them (e.g. the run's detection config)."""
+        payload = {"format": WEIGHTS_FORMAT, "version": 1, "layers": self.weights_dict(),
+                   "meta": dict(meta or {})}
         atomic_torch_save(payload, path)
 
     def load(self, source, strict=False):
@@ -288,8 +290,8 @@ def atomic_torch_save(obj, path):
             os.remove(tmp)
 
 
-def load_weights_file(path):
-    """{layer: [tensors]} from a file in our weights format."""
+def load_weights_file(path, with_meta=False):
+    """{layer: [tensors]} from a file in our weights format (and its meta dict)."""
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
@@ -299,4 +301,6 @@ def load_weights_file(path):
     if not isinstance(payload, dict) or payload.get("format") != WEIGHTS_FORMAT:
         raise WeightsError(f"{path}: not a pyfrcnn weights file (use `pyfrcnn convert` "
                            "for .caffemodel and torchvision files)")
+    if with_meta:
+        return payload["layers"], payload.get("meta", {})
     return payload["layers"]
