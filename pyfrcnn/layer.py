@@ -96,7 +96,10 @@ class Layer(torch.nn.Module):
     def add_blob(self, shape, filler=None):
         """Create a learnable blob (Caffe order: weight, then bias), filled."""
         data = torch.empty(tuple(int(s) for s in shape), dtype=torch.float32)
-        fill(data, filler if filler is not None else pb.FillerParameter())
+        try:
+            fill(data, filler if filler is not None else pb.FillerParameter())
+        except NetError as e:
+            raise self.error(f"blob {len(self.blobs)}: {e}") from None
         blob = torch.nn.Parameter(data)
         self.blobs.append(blob)
         return blob

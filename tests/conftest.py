@@ -1,5 +1,11 @@
+from pathlib import Path
+
 import pytest
 import torch
+
+# py-faster-rcnn's nets and cfg, laid beside the checkout in shared/.
+REFERENCE_DIR = Path(__file__).resolve().parents[2] / "shared" / "reference" / "py-faster-rcnn"
+REPO_DIR = Path(__file__).resolve().parents[1]
 
 
 def cuda_available():
@@ -23,3 +29,10 @@ def pytest_configure(config):
 @pytest.fixture(params=["cpu", pytest.param("cuda", marks=requires_cuda)])
 def device(request):
     return torch.device(request.param)
+
+
+@pytest.fixture
+def reference_dir():
+    if not REFERENCE_DIR.is_dir():
+        pytest.skip(f"py-faster-rcnn reference files not found at {REFERENCE_DIR}")
+    return REFERENCE_DIR
