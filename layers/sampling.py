@@ -19,11 +19,14 @@ def make_generator(seed):
 
 def subsample(indices, k, generator):
     """`k` of the 1-D `indices`, chosen uniformly without replacement (in random order).
-    When there are at most `k`, all are returned unchanged and nothing is drawn."""
+    When there are at most `k`, all are returned unchanged; then, and for k <= 0,
+    nothing is drawn."""
     n = indices.shape[0]
     k = max(int(k), 0)
     if n <= k:
         return indices
+    if k == 0:
+        return indices[:0]
     order = torch.randperm(n, generator=generator)[:k]
     return indices[order.to(indices.device)]
 
