@@ -113,10 +113,11 @@ def check_detections(detections, classes, image_ids, source="detections"):
     known_classes = set(classes[1:])
     bad_classes = {d["class"] for d in detections} - known_classes
     if bad_classes:
-        example = next(iter(sorted(bad_classes)))
-        raise DataError(f"{source}: unknown class name(s) {_listing(bad_classes)}"
-                        f"{did_you_mean(example, known_classes)}; the dataset's classes are "
-                        f"{', '.join(classes[1:])}")
+        named = sorted(bad_classes)
+        listed = ", ".join(f"{n!r}{did_you_mean(n, known_classes)}" for n in named[:SHOWN])
+        more = f" and {len(named) - SHOWN} more" if len(named) > SHOWN else ""
+        raise DataError(f"{source}: unknown class name(s) {listed}{more}; the dataset's "
+                        f"classes are {', '.join(classes[1:])}")
     bad_ids = {d["image_id"] for d in detections if str(d["image_id"]) not in by_key}
     if bad_ids:
         raise DataError(f"{source}: {len(bad_ids)} image id(s) not in the dataset: "

@@ -86,8 +86,8 @@ def as_inputs(dets, objects, label=1):
     annotations = []
     for image in images:
         mine = [(box, difficult) for i, box, difficult in objects if i == image]
-        annotations.append({"image_id": image, "width": 100, "height": 100,
-                            "boxes": np.array([b for b, _ in mine], dtype=np.float32).reshape(-1, 4),
+        boxes = np.array([b for b, _ in mine], dtype=np.float32).reshape(-1, 4)
+        annotations.append({"image_id": image, "width": 100, "height": 100, "boxes": boxes,
                             "labels": np.full(len(mine), label, dtype=np.int64),
                             "difficult": np.array([d for _, d in mine], dtype=bool)})
     return records, annotations
