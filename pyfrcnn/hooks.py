@@ -1,0 +1,278 @@
+"""Hooks around the solver loop: testing, display, metrics files, TensorBoard,
+a progress bar and periodic snapshots.
+
+A hook may define before_train(solver), before_step(solver),
+after_step(solver), after_train(solver) and write(record); the solver calls
+them in list order. `solver.last` describes the step just taken (a
+StepResult); displayed and tested values go out as records (plain dicts with
+`step` and `kind`) to every hook that has `write`.
+
+Evaluators: a plugin appends to EVALUATORS (or calls register_evaluator) a
+factory `factory(solver) -> evaluate or None`; evaluate(step, train_net)
+returns {metric: value} (e.g. {'mAP': 0.69}). The first factory that returns
+one is used; without any, a solver with test_net and test_iter gets Caffe's
+tester (NetTester).
+"""
+
+import datetime
+import json
+import logging
+import math
+import os
+import sys
+import time
+
+import torch
+
+log = logging.getLogger("pyfrcnn.solver")
+
+EVALUATORS = []
+
+
+def register_evaluator(factory):
+    """Add factory(solver) -> evaluate(step, train_net) -> {metric: value} (or None)."""
+    EVALUATORS.append(factory)
+    return factory
+
+
+def fmt(value):
+    """A number as Caffe's streams print it (6 significant digits)."""
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
+class CaffeLogFormatter(logging.Formatter):
+    """glog's line prefix ('I0131 12:34:56.789012  4242 solver.py:120] ') so that
+    Caffe's log parsers (tools/extra/parse_log.py, parse_log.sh) read our logs."""
+
+    def format(self, record):
+        stamp = datetime.datetime.fromtimestamp(record.created).strftime("%m%d %H:%M:%S.%f")
+        prefix = f"{record.levelname[:1]}{stamp} {record.process:>6} {record.filename}:{record.lineno}] "
+        text = record.getMessage()
+        if record.exc_info:
+            text += "\n" + self.formatException(record.exc_info)
+        return prefix + text
+
+
+class HookBase:
+    def before_train(self, solver):
+        pass
+
+    def before_step(self, solver):
+        pass
+
+    def after_step(self, solver):
+        pass
+
+    def after_train(self, solver):
+        pass
+
+
+# -- testing ---------------------------------------------------------------
+class NetTester:
+    """Caffe's Solver::Test: run the test net `test_iter` times with the train
+    net's current weights and average each scalar output."""
+
+    def __init__(self, solver):
+        self.solver = solver
+        self.net = None
+
+    def __call__(self, step, train_net):
+        from .net import Net
+
+        s = self.solver
+        if self.net is None:
+            self.net = Net(s.config.test_net, "TEST", config=s.run_config).to(s.device)
+        self.net.load(dict(train_net.params))
+        sums = {}
+        with torch.no_grad():
+            for _ in range(s.config.test_iter):
+                outputs = self.net.forward()
+                for name, value in outputs.items():
+                    if value.numel() == 1:
+                        sums[name] = sums.get(name, 0.0) + float(value)
+        return {name: total / s.config.test_iter for name, total in sums.items()}
+
+
+def make_evaluator(solver):
+    """The evaluate callable of the first plugin factory that gives one, else
+    Caffe's tester when the solver has a test net and test_iter; else None."""
+    for factory in EVALUATORS:
+        evaluate = factory(solver)
+        if evaluate is not None:
+            return evaluate
+    if solver.config.test_net and solver.config.test_iter > 0:
+        return NetTester(solver)
+    return None
+
+
+class TestHook(HookBase):
+    """Test at the start of every test_interval-th step (step 0 only with
+    test_initialization) and once after training when the last step is a
+    multiple of test_interval or test_after_train is set (Caffe's rules)."""
+
+    def __init__(self, evaluate):
+        self.evaluate = evaluate
+        self.last_tested = None
+
+    def due(self, solver):
+        c = solver.config
+        return bool(c.test_interval) and solver.step % c.test_interval == 0 and \
+            (solver.step > 0 or c.test_initialization)
+
+    def before_step(self, solver):
+        if self.due(solver):
+            self.run(solver)
+
+    def after_train(self, solver):
+        if solver.stopped_early or self.last_tested == solver.step:
+            return
+        if self.due(solver) or solver.config.test_after_train:
+            self.run(solver)
+
+    def run(self, solver):
+        self.last_tested = solver.step
+        if not solver.is_main:
+            return
+        log.info("Iteration %d, Testing net (#0)", solver.step)
+        start = time.time()
+        metrics = self.evaluate(solver.step, solver.net) or {}
+        for k, (name, value) in enumerate(metrics.items()):
+            log.info("    Test net output #%d: %s = %s", k, name, fmt(float(value)))
+        solver.emit({"step": solver.step, "kind": "test", "seconds": time.time() - start,
+                     "metrics": {k: float(v) for k, v in metrics.items()}})
+
+
+# -- display ---------------------------------------------------------------
+class DisplayHook(HookBase):
+    """Every `display` steps, Caffe's lines: the smoothed loss, each scalar
+    output of the last pass (with its weighted loss), the rate, and the speed."""
+
+    def __init__(self):
+        self.last_time = None
+        self.last_step = None
+
+    def before_train(self, solver):
+        self.last_time, self.last_step = time.time(), solver.step
+
+    def after_step(self, solver):
+        c, last = solver.config, solver.last
+        if not c.display or last.step % c.display != 0:
+            return
+        now = time.time()
+        steps = max(solver.step - self.last_step, 1)
+        seconds_per_step = (now - self.last_time) / steps
+        self.last_time, self.last_step = now, solver.step
+        remaining = (c.max_iter - solver.step) * seconds_per_step
+        eta = str(datetime.timedelta(seconds=int(remaining)))
+        log.info("Iteration %d, loss = %s (%.3g s/iter, eta %s)", last.step,
+                 fmt(solver.smoothed_loss), seconds_per_step, eta)
+        outputs = {}
+        for k, (name, value) in enumerate(last.outputs.items()):
+            value = float(value)
+            outputs[name] = value
+            weight = solver.loss_weights.get(name, 0.0)
+            extra = f" (* {fmt(float(weight))} = {fmt(weight * value)} loss)" if weight else ""
+            log.info("    Train net output #%d: %s = %s%s", k, name, fmt(value), extra)
+        log.info("Iteration %d, lr = %s", last.step, fmt(last.rate))
+        record = {"step": last.step, "kind": "train", "loss": solver.smoothed_loss,
+                  "lr": last.rate, "seconds_per_step": seconds_per_step, "outputs": outputs}
+        if last.grad_norm is not None:
+            record["grad_norm"] = last.grad_norm
+        solver.emit(record)
+
+
+class MetricsFile(HookBase):
+    """Appends every record as one JSON line to <run folder>/metrics.jsonl. On
+    resume, records of steps at or after the resumed step are dropped first."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def before_train(self, solver):
+        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        if solver.step > 0 and os.path.exists(self.path):
+            with open(self.path, encoding="utf-8") as f:
+                kept = [line for line in f if _record_step(line) < solver.step]
+            with open(self.path, "w", encoding="utf-8") as f:
+                f.writelines(kept)
+
+    def write(self, record):
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+def _record_step(line):
+    """The step of a metrics line; a torn last line (a crash mid-write) sorts last."""
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return math.inf
+
+
+class TensorBoardHook(HookBase):
+    """Scalars train/<name> and test/<name>, when torch.utils.tensorboard imports."""
+
+    def __init__(self, folder):
+        self.folder = folder
+        self.writer = None
+
+    def before_train(self, solver):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except Exception:  # tensorboard is optional
+            log.debug("tensorboard is not installed: no TensorBoard scalars")
+            return
+        self.writer = SummaryWriter(self.folder, purge_step=solver.step or None)
+
+    def write(self, record):
+        if self.writer is None:
+            return
+        kind, step = record["kind"], record["step"]
+        values = dict(record.get("outputs", {}), **record.get("metrics", {}))
+        for key in ("loss", "lr", "seconds_per_step", "grad_norm"):
+            if key in record:
+                values[key] = record[key]
+        for name, value in values.items():
+            if math.isfinite(value):
+                self.writer.add_scalar(f"{kind}/{name}", value, step)
+        self.writer.flush()
+
+    def after_train(self, solver):
+        if self.writer is not None:
+            self.writer.close()
+
+
+class ProgressBar(HookBase):
+    """A tqdm bar with the ETA when stderr is a terminal and tqdm is installed."""
+
+    def __init__(self):
+        self.bar = None
+
+    def before_train(self, solver):
+        if not sys.stderr.isatty():
+            return
+        try:
+            from tqdm import tqdm
+        except ImportError:
+            return
+        self.bar = tqdm(total=solver.config.max_iter, initial=solver.step, unit="step",
+                        dynamic_ncols=True, leave=False)
+
+    def after_step(self, solver):
+        if self.bar is not None:
+            self.bar.update(1)
+            if solver.config.display and solver.last.step % solver.config.display == 0:
+                self.bar.set_postfix(loss=f"{solver.smoothed_loss:.4g}")
+
+    def after_train(self, solver):
+        if self.bar is not None:
+            self.bar.close()
+
+
+class PeriodicSnapshot(HookBase):
+    """A snapshot after every `snapshot`-th step."""
+
+    def after_step(self, solver):
+        every = solver.config.snapshot
+        if every and solver.step % every == 0:
+            solver.snapshot()

@@ -1,0 +1,467 @@
+"""The solver: a loop counted in steps, as Caffe's Solver::Step.
+
+Each step zeroes the gradients, runs iter_size forward/backward passes of the
+train net, averages the gradients over the ranks of a distributed run, and
+applies one Caffe update (pyfrcnn.sgd) at the rate of the step's lr policy
+(pyfrcnn.lr_policy). Testing, display, metrics and periodic snapshots are
+hooks around the loop (pyfrcnn.hooks).
+
+Snapshots are <snapshot_prefix>_iter_<N>.weights (Net.save, with the run's
+config sections as meta) and <snapshot_prefix>_iter_<N>.solverstate (the
+step, the update history by parameter name, every rank's random states and
+layer states, the resolved solver config), each written atomically. Resuming
+from a .solverstate continues bit for bit.
+
+Signals, as Caffe's sigint_effect / sighup_effect: by default SIGINT and
+SIGTERM snapshot at the end of the current step and stop; SIGHUP snapshots
+and goes on. A run stopped by SIGINT exits with status 0 (Caffe's "stop");
+one stopped by SIGTERM exits with 143 (128 + 15) so that a scheduler sees the
+run did not finish. A second SIGINT interrupts at once.
+
+A NaN or Inf loss stops the run (status 1) with a message naming the loss
+tops and the step, without writing a snapshot; nan_policy: skip drops that
+step's update instead.
+"""
+
+import argparse
+import collections
+import dataclasses
+import glob
+import logging
+import math
+import os
+import random
+import re
+import signal
+import sys
+import threading
+
+import numpy as np
+import torch
+
+from . import distributed, hooks
+from .errors import ConfigError, PyfrcnnError
+from .lr_policy import config_learning_rate
+from .net import Net, atomic_torch_save
+from .sgd import make_updater
+from .solver_config import load_solver, plain
+
+log = logging.getLogger("pyfrcnn.solver")
+
+STATE_FORMAT = "pyfrcnn-solverstate"
+SIGNALS = {"SIGINT": "sigint_effect", "SIGTERM": "sigterm_effect", "SIGHUP": "sighup_effect"}
+STOP_STATUS = {"SIGINT": 0, "SIGTERM": 128 + 15, "SIGHUP": 128 + 1}
+
+
+class TrainingDiverged(PyfrcnnError):
+    """A NaN or Inf loss under nan_policy: stop."""
+
+
+@dataclasses.dataclass
+class StepResult:
+    step: int            # the step this result belongs to (before the increment)
+    loss: float          # the mean over iter_size passes of the weighted loss
+    outputs: dict        # the scalar output blobs of the last pass (tensors)
+    rate: float
+    grad_norm: float = None
+    skipped: bool = False
+
+
+def resolve_device(name, info=None):
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device '{name}': CUDA is not available (use device: cpu)")
+        if device.index is None:
+            device = torch.device("cuda", info.local_rank if info else torch.cuda.current_device())
+        torch.cuda.set_device(device)
+    return device
+
+
+def seed_everything(seed):
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2 ** 32)
+    random.seed(seed)
+
+
+class Solver:
+    """Trains `config.train_net` (a SolverConfig) in `run_dir`.
+
+    evaluate(step, train_net) -> {metric: value} is called at the test steps
+    (default: hooks.make_evaluator). `hooks_` replaces the default hook list.
+    dist_info: None reads the torchrun environment, False forces one process.
+    """
+
+    def __init__(self, config, run_dir=None, device=None, evaluate=None, hooks_=None,
+                 dist_info=None):
+        self.config = config
+        self.dist_info = distributed.from_env() if dist_info is None else dist_info or None
+        self.device = resolve_device(device or config.device, self.dist_info)
+        self.group = (distributed.ProcessGroup(self.dist_info, self.device)
+                      if self.dist_info else None)
+        self.rank = self.group.rank if self.group else 0
+        self.world_size = self.group.world_size if self.group else 1
+        self.snapshot_prefix = config.snapshot_prefix or self.snapshot_prefix_default()
+        self.run_dir = run_dir or os.path.dirname(self.snapshot_prefix)
+        self.run_config = dict(config.sections)
+        self.run_config["distributed"] = distributed.run_config_entry(self.dist_info)
+        if config.random_seed >= 0:
+            seed_everything(config.random_seed + self.rank)
+        self.net = self.build_net()
+        self.updater = make_updater(self.net.learnable_params(), config)
+        self.step = 0
+        self.last = None
+        self.losses = collections.deque(maxlen=config.average_loss)
+        self.stopped_early = False
+        self.stop_signal = None
+        self._requests = set()
+        self._snapshot_step = None
+        evaluate = evaluate if evaluate is not None else hooks.make_evaluator(self)
+        self.hooks = hooks_ if hooks_ is not None else self.default_hooks(evaluate)
+
+    # -- building ------------------------------------------------------------
+    def snapshot_prefix_default(self):
+        stem = os.path.splitext(os.path.basename(self.config.path or "solver"))[0]
+        return os.path.join(os.getcwd(), "output", stem, stem)
+
+    def build_net(self):
+        c = self.config
+        net = Net(c.train_net, "TRAIN", config=self.run_config).to(self.device)
+        if net.input_blobs:
+            raise ConfigError(f"{c.train_net}: the train net takes input blob(s) "
+                              f"{', '.join(net.input_blobs)}; a solver needs data layers")
+        self.loss_weights = {}
+        for layer, tops in zip(net.layers, net.top_names):
+            for top, weight in zip(tops, layer.loss_weights):
+                if weight:
+                    self.loss_weights[top] = weight
+        if not self.loss_weights:
+            raise ConfigError(f"{c.train_net}: the train net has no loss (no top with a "
+                              "nonzero loss_weight)")
+        for path in c.weights:
+            loaded, skipped = net.load(path)
+            log.info("Loaded weights of %d layer(s) from %s%s", len(loaded), path,
+                     f" (the net lacks {', '.join(skipped)})" if skipped else "")
+        if self.group:
+            self.group.broadcast_params(list(net.parameters()))
+        return net
+
+    def default_hooks(self, evaluate):
+        c = self.config
+        result = []
+        if evaluate is not None and (c.test_interval or c.test_after_train):
+            result.append(hooks.TestHook(evaluate))
+        elif c.test_interval:
+            log.warning("test_interval is set but there is nothing to test with "
+                        "(give test_iter for Caffe's tester, or install an evaluator)")
+        if self.is_main:
+            result.append(hooks.DisplayHook())
+            result.append(hooks.MetricsFile(os.path.join(self.run_dir, "metrics.jsonl")))
+            if c.tensorboard:
+                result.append(hooks.TensorBoardHook(os.path.join(self.run_dir, "tensorboard")))
+            result.append(hooks.ProgressBar())
+        result.append(hooks.PeriodicSnapshot())
+        return result
+
+    @property
+    def is_main(self):
+        return self.rank == 0
+
+    def rate(self, step=None):
+        return config_learning_rate(self.config, self.step if step is None else step)
+
+    @property
+    def smoothed_loss(self):
+        return sum(self.losses) / len(self.losses) if self.losses else float("nan")
+
+    def emit(self, record):
+        for hook in self.hooks:
+            write = getattr(hook, "write", None)
+            if write is not None:
+                write(record)
+
+    # -- the loop ------------------------------------------------------------
+    def run_step(self):
+        """One step: iter_size forward/backward passes, the all-reduce, one update."""
+        c = self.config
+        for p, _, _, _ in self.updater.params:
+            p.grad = None
+        total, bad = 0.0, []
+        for _ in range(c.iter_size):
+            outputs = self.net.forward()
+            loss = float(self.net.backward())
+            total += loss
+            if not math.isfinite(loss) and not bad:
+                bad = [f"{t} = {float(self.net.blobs[t].sum())}" for t in self.loss_weights
+                       if t in self.net.blobs and not torch.isfinite(self.net.blobs[t]).all()]
+                bad = bad or [f"loss = {loss}"]
+        flags = [1.0 if bad else 0.0, 1.0 if "stop" in self._requests else 0.0,
+                 1.0 if "snapshot" in self._requests else 0.0]
+        if self.group:
+            flags = self.group.average_gradients(self.updater.gradients(), flags)
+        if flags[1]:
+            self._requests.add("stop")
+        if flags[2]:
+            self._requests.add("snapshot")
+        rate = self.rate()
+        scalars = {k: v.detach() for k, v in outputs.items() if v.numel() == 1}
+        self.last = StepResult(self.step, total / c.iter_size, scalars, rate)
+        if flags[0]:
+            where = f"{', '.join(bad)}" if bad else "on another rank"
+            message = f"Iteration {self.step}: non-finite loss ({where})"
+            if c.nan_policy == "stop":
+                raise TrainingDiverged(f"{message}; stopping without a snapshot "
+                                       "(nan_policy: skip would skip such steps)")
+            log.warning("%s; skipping this step's update", message)
+            self.last.skipped = True
+        else:
+            self.losses.append(self.last.loss)
+            self.last.grad_norm = self.updater.apply(rate, self.step)
+        self.step += 1
+        return self.last
+
+    def solve(self, resume=None):
+        """Train to max_iter (from a .solverstate if given); returns the exit status."""
+        c = self.config
+        log.info("Solving %s", self.net.name or c.train_net)
+        log.info("Learning Rate Policy: %s", c.lr_policy)
+        if resume:
+            self.restore(resume)
+        previous = self._install_signal_handlers()
+        try:
+            for hook in self.hooks:
+                hook.before_train(self)
+            while self.step < c.max_iter:
+                for hook in self.hooks:
+                    hook.before_step(self)
+                self.run_step()
+                for hook in self.hooks:
+                    hook.after_step(self)
+                if "snapshot" in self._requests:
+                    self._requests.discard("snapshot")
+                    self.snapshot()
+                if "stop" in self._requests:
+                    self.stopped_early = True
+                    break
+            if (c.snapshot_after_train or self.stopped_early) and self._snapshot_step != self.step:
+                self.snapshot()
+            for hook in self.hooks:
+                hook.after_train(self)
+        finally:
+            self._restore_signal_handlers(previous)
+        if self.stopped_early:
+            log.info("Optimization stopped early.")
+            return STOP_STATUS.get(self.stop_signal, 0)
+        log.info("Optimization Done.")
+        return 0
+
+    def close(self):
+        if self.group:
+            self.group.close()
+
+    # -- signals -------------------------------------------------------------
+    def request(self, action, signal_name=None):
+        """Ask for 'stop' (snapshot, then stop) or 'snapshot' at the end of the step."""
+        if action == "stop":
+            self.stop_signal = self.stop_signal or signal_name
+        if action != "none":
+            self._requests.add(action)
+
+    def _handle(self, signum, frame):
+        name = signal.Signals(signum).name
+        effect = getattr(self.config, SIGNALS[name])
+        log.info("%s received: %s", name, effect)
+        if name == "SIGINT" and "stop" in self._requests:
+            raise KeyboardInterrupt
+        self.request(effect, name)
+
+    def _install_signal_handlers(self):
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        previous = {}
+        for name in SIGNALS:
+            signum = getattr(signal, name, None)
+            if signum is not None:
+                previous[signum] = signal.signal(signum, self._handle)
+        return previous
+
+    @staticmethod
+    def _restore_signal_handlers(previous):
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+    # -- snapshots -----------------------------------------------------------
+    def snapshot_paths(self, step=None):
+        base = f"{self.snapshot_prefix}_iter_{self.step if step is None else step}"
+        return base + ".weights", base + ".solverstate"
+
+    def _rank_state(self):
+        state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+                 "python": random.getstate(), "net": self.net.snapshot_state()}
+        if self.device.type == "cuda":
+            state["cuda"] = torch.cuda.get_rng_state(self.device)
+        return state
+
+    def snapshot(self):
+        """Write the weights and the solver state of the current step (rank 0);
+        every rank must call it. Returns the two paths (None off rank 0)."""
+        states = self.group.all_gather(self._rank_state()) if self.group else [self._rank_state()]
+        self._snapshot_step = self.step
+        if not self.is_main:
+            return None
+        weights_path, state_path = self.snapshot_paths()
+        meta = {name: plain(value) for name, value in self.config.sections.items()}
+        meta["solver"] = {"iter": self.step, "train_net": self.config.train_net}
+        log.info("Snapshotting to binary proto file %s", weights_path)
+        self.net.save(weights_path, meta=meta)
+        log.info("Snapshotting solver state to binary proto file %s", state_path)
+        atomic_torch_save({
+            "format": STATE_FORMAT, "version": 1, "iter": self.step, "type": self.config.type,
+            "learned_net": os.path.basename(weights_path),
+            "history": self.updater.state_dict(), "ranks": states,
+            "config": self.config.to_dict(), "losses": list(self.losses)}, state_path)
+        self.prune_snapshots()
+        return weights_path, state_path
+
+    def prune_snapshots(self):
+        keep = self.config.keep_snapshots
+        if not keep:
+            return
+        pattern = re.compile(re.escape(os.path.basename(self.snapshot_prefix)) +
+                             r"_iter_(\d+)\.(weights|solverstate)$")
+        found = collections.defaultdict(list)
+        for path in glob.glob(glob.escape(self.snapshot_prefix) + "_iter_*"):
+            match = pattern.match(os.path.basename(path))
+            if match:
+                found[int(match.group(1))].append(path)
+        for step in sorted(found)[:-keep]:
+            for path in found[step]:
+                os.remove(path)
+
+    def restore(self, state_path):
+        """Continue from a .solverstate: weights, history, step and random states."""
+        try:
+            # Our own file: it holds numpy and python random states beside tensors.
+            payload = torch.load(state_path, map_location="cpu", weights_only=False)
+        except FileNotFoundError:
+            raise ConfigError(f"{state_path}: no such solver state") from None
+        except Exception as e:
+            raise ConfigError(f"{state_path}: not a readable solver state: {e}") from None
+        if not isinstance(payload, dict) or payload.get("format") != STATE_FORMAT:
+            raise ConfigError(f"{state_path}: not a pyfrcnn .solverstate file")
+        if payload["type"] != self.config.type:
+            raise ConfigError(f"{state_path}: written by a {payload['type']} solver, "
+                              f"the solver file says type: {self.config.type}")
+        weights = os.path.join(os.path.dirname(os.path.abspath(state_path)), payload["learned_net"])
+        self.net.load(weights, strict=True)
+        self.updater.load_state_dict(payload["history"], state_path)
+        self.step = payload["iter"]
+        self.losses.extend(payload.get("losses", []))
+        ranks = payload["ranks"]
+        if len(ranks) == self.world_size:
+            self._restore_rank_state(ranks[self.rank])
+        else:
+            log.warning("%s was written by %d process(es), this run has %d: random and "
+                        "data states are not restored", state_path, len(ranks), self.world_size)
+        for key, old in payload.get("config", {}).items():
+            new = self.config.to_dict().get(key)
+            if old != new and key in self.config.to_dict():
+                log.info("Resuming with %s changed: %r -> %r", key, old, new)
+        log.info("Resumed from %s at iteration %d", state_path, self.step)
+
+    def _restore_rank_state(self, state):
+        torch.set_rng_state(state["torch"])
+        np.random.set_state(state["numpy"])
+        random.setstate(state["python"])
+        if "cuda" in state and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda"], self.device)
+        self.net.restore_state(state["net"])
+
+
+# -- command line --------------------------------------------------------------
+def add_solve_arguments(parser):
+    parser.add_argument("solver", help="the solver file (YAML)")
+    start = parser.add_mutually_exclusive_group()
+    start.add_argument("--weights", help="weights file(s) to start from, comma-separated "
+                       "(replaces the solver file's `weights`)")
+    start.add_argument("--resume", metavar="SNAPSHOT",
+                       help="a .solverstate to continue from")
+    parser.add_argument("--out", help="the run folder: metrics, logs and snapshots "
+                        "(default: the folder of snapshot_prefix, else output/<solver name>)")
+    parser.add_argument("--device", help="cpu, cuda, cuda:N or auto (replaces `device`)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY.PATH=VALUE", help="override a solver file value (YAML)")
+    return parser
+
+
+def _run_folder(config, out):
+    """(run folder, snapshot prefix) as the options and the solver file give them."""
+    stem = os.path.splitext(os.path.basename(config.path))[0]
+    if out:
+        out = os.path.abspath(out)
+        return out, os.path.join(out, os.path.basename(config.snapshot_prefix or stem))
+    if config.snapshot_prefix:
+        return os.path.dirname(config.snapshot_prefix), config.snapshot_prefix
+    folder = os.path.join(os.getcwd(), "output", stem)
+    return folder, os.path.join(folder, stem)
+
+
+def _setup_logging(run_dir, is_main):
+    """A glog-style stderr handler when none is configured, and <run>/train.log."""
+    root = logging.getLogger()
+    added = []
+    if not root.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(hooks.CaffeLogFormatter())
+        handler.setLevel(logging.INFO if is_main else logging.WARNING)
+        added.append(handler)
+    if is_main:
+        os.makedirs(run_dir, exist_ok=True)
+        handler = logging.FileHandler(os.path.join(run_dir, "train.log"), encoding="utf-8")
+        handler.setFormatter(hooks.CaffeLogFormatter())
+        added.append(handler)
+    for handler in added:
+        root.addHandler(handler)
+    if root.level > logging.INFO or root.level == logging.NOTSET:
+        root.setLevel(logging.INFO)
+    return added
+
+
+def run_solve(args):
+    """`pyfrcnn solve`: returns the exit status (errors are printed, not raised)."""
+    solver, added = None, []
+    try:
+        config = load_solver(args.solver, getattr(args, "overrides", None) or ())
+        if getattr(args, "weights", None):
+            config = config.replace(weights=tuple(
+                os.path.abspath(w) for w in args.weights.split(",") if w))
+        run_dir, prefix = _run_folder(config, getattr(args, "out", None))
+        config = config.replace(snapshot_prefix=prefix)
+        info = distributed.from_env()
+        added = _setup_logging(run_dir, info is None or info.rank == 0)
+        solver = Solver(config, run_dir=run_dir, device=getattr(args, "device", None),
+                        dist_info=info or False)
+        return solver.solve(resume=getattr(args, "resume", None))
+    except PyfrcnnError as e:
+        if added:
+            log.error("%s", e)
+        else:
+            print(f"pyfrcnn solve: error: {e}", file=sys.stderr)
+        return 1
+    finally:
+        if solver is not None:
+            solver.close()
+        for handler in added:
+            logging.getLogger().removeHandler(handler)
+            handler.close()
+
+
+def main(argv=None):
+    parser = add_solve_arguments(argparse.ArgumentParser(prog="pyfrcnn solve"))
+    return run_solve(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
