@@ -1,0 +1,205 @@
+"""RoIDataLayer: one image and its ground truth per forward (py-faster-rcnn's
+roi_data_layer.layer.RoIDataLayer, `type: "Python"`, param_str "'num_classes': 21").
+
+bottoms: none
+tops (by position; name them as you like, give the first 2 to 5):
+  data            1 x 3 x H x W   BGR minus PIXEL_MEANS, scaled (image.py)
+  im_info         1 x 3           (H, W, im_scale)
+  gt_boxes        G x 5           (x1, y1, x2, y2, class) in blob pixels: boxes x im_scale
+  gt_ishard       G               1 for objects marked difficult, else 0
+  dontcare_areas  D x 4           don't-care regions (COCO crowds) x im_scale
+Boxes are inclusive 0-based pixels (layers/datasets/base.py); all tops are
+float32 on the CPU, as Caffe blobs.
+
+The dataset is the run config's `dataset` (a Dataset object), or else is
+opened from the `data` section's spec for the layer's phase (a DataConfig or a
+dict; datasets/config.py) on the first forward, so building a net reads no
+data. TRAIN walks the roidb (datasets/roidb.py: difficult objects dropped
+unless data.use_difficult, empty images skipped if data.skip_empty, flipped
+copies appended if TRAIN.USE_FLIPPED) in the order of datasets/sampler.py,
+seeded from RNG_SEED, one scale of TRAIN.SCALES drawn per image, capped by
+TRAIN.MAX_SIZE. TEST walks every image in order at TEST.SCALES[0], TEST.MAX_SIZE,
+difficult objects kept and flagged.
+
+Images are loaded and prepared ahead of the net by data.workers threads, at
+most data.prefetch ahead (prefetch.py); the order is the same for any number
+of workers. A sample that fails to load (missing, corrupt, wrong size) is
+skipped with a warning naming its file and counted in `failed_samples`;
+data.max_failures failures in a row stop the run with a DataError.
+snapshot_state() describes the position after the last sample handed to the
+net (not the read-ahead); restore_state() continues the exact sequence.
+"""
+
+import collections
+import copy
+import dataclasses
+import functools
+import logging
+
+import numpy as np
+import torch
+
+from pyfrcnn.errors import DataError
+from pyfrcnn.layer import Layer
+
+from .config import detection_config, parse_param_str
+from .datasets import open_dataset, validate_data_config
+from .datasets.roidb import build_roidb
+from .datasets.sampler import Sampler
+from .image import image_to_blob, load_image
+from .prefetch import Prefetcher
+
+log = logging.getLogger(__name__)
+
+TOP_SHAPES = ((1, 3, None, None), (1, 3), (None, 5), (None,), (None, 4))
+
+
+@dataclasses.dataclass
+class RoIDataParams:
+    num_classes: int = 0   # 0: whatever the dataset has
+
+
+@dataclasses.dataclass
+class _Source:
+    phase: str
+    dataset: object
+    roidb: list
+    sampler: Sampler
+    scales: tuple
+    max_size: int
+
+
+def load_sample(source, pixel_means, task):
+    """The tops of one planned sample (runs in a loader thread)."""
+    index, scale_index, _ = task
+    entry = source.roidb[index]
+    im = load_image(entry.path)
+    if im.shape[:2] != (entry.height, entry.width):
+        raise DataError(f"{entry.path}: image is {im.shape[1]}x{im.shape[0]} but its annotation "
+                        f"says {entry.width}x{entry.height}")
+    if entry.flipped:
+        im = im[:, ::-1]
+    blob, im_scale = image_to_blob(im, source.scales[scale_index], source.max_size, pixel_means)
+    gt_boxes = np.empty((len(entry.labels), 5), dtype=np.float32)
+    gt_boxes[:, :4] = entry.boxes * im_scale
+    gt_boxes[:, 4] = entry.labels
+    im_info = torch.tensor([[blob.shape[2], blob.shape[3], im_scale]], dtype=torch.float32)
+    return (blob, im_info, torch.from_numpy(gt_boxes),
+            torch.from_numpy(entry.hard.astype(np.float32)),
+            torch.from_numpy(entry.dontcare * np.float32(im_scale)))
+
+
+class RoIDataLayer(Layer):
+    num_bottoms = 0
+    min_tops = 2
+    max_tops = 5
+
+    def layer_setup(self, bottom_shapes):
+        self.params = parse_param_str(self, getattr(self, "param_str", ""), RoIDataParams)
+        self.detection = detection_config(self.config)
+        self.data_config = validate_data_config(self.config.get("data"), "data")
+        if self.detection.TRAIN.IMS_PER_BATCH != 1:
+            raise self.error(f"TRAIN.IMS_PER_BATCH is {self.detection.TRAIN.IMS_PER_BATCH}; "
+                             "the end2end data layer gives one image per forward (set it to 1)")
+        self._source = None
+        self._prefetcher = None
+        self._position = None     # sampler state after the last sample handed out
+        self._restored = None     # a state restored before the data was opened
+        self.failed_samples = collections.Counter()
+
+    def reshape(self, bottom_shapes):
+        return TOP_SHAPES[:len(self.param.top)]
+
+    # -- data --------------------------------------------------------------
+    def prepare(self):
+        """Open the dataset and build the roidb for the current phase (forward does
+        this on first use)."""
+        self.close()
+        data = self.data_config
+        dataset = self.config.get("dataset")
+        if dataset is None:
+            spec = data.spec(self.phase)
+            if spec is None:
+                raise self.error(f"no {self.phase} dataset: give the solver file a data section "
+                                 f"with '{self.phase.lower()}: <dataset spec>' "
+                                 "(e.g. voc_2007_trainval, shapes:train)")
+            dataset = open_dataset(spec, root=data.root, cache_dir=data.cache_folder,
+                                   shapes=data.shapes)
+        if self.params.num_classes and self.params.num_classes != dataset.num_classes:
+            raise self.error(f"param_str says 'num_classes': {self.params.num_classes} but dataset "
+                             f"'{dataset.name}' has {dataset.num_classes} classes (background "
+                             f"included: {', '.join(dataset.classes)})")
+        train = self.phase == "TRAIN"
+        knobs = self.detection.phase(self.phase)
+        roidb, _ = build_roidb(dataset, self.phase, use_flipped=train and self.detection.TRAIN.USE_FLIPPED,
+                               use_difficult=data.use_difficult, skip_empty=data.skip_empty)
+        if not roidb:
+            raise DataError(f"{self.describe()}: dataset '{dataset.name}' has no image to "
+                            f"{'train' if train else 'test'} on")
+        sampler = Sampler([e.width for e in roidb], [e.height for e in roidb],
+                          num_scales=len(knobs.SCALES), seed=self.detection.RNG_SEED,
+                          shuffle=train, aspect_grouping=train and self.detection.TRAIN.ASPECT_GROUPING)
+        if self._restored is not None:
+            sampler.set_state(self._restored["sampler"], where=self.describe())
+            self._restored = None
+        self._source = _Source(self.phase, dataset, roidb, sampler, tuple(knobs.SCALES),
+                               knobs.MAX_SIZE)
+        self._position = sampler.state()
+        log.info("%s: %s, %d roidb entries for %s", self.describe(), dataset.name, len(roidb),
+                 self.phase)
+
+    def _plan(self):
+        sampler = self._source.sampler
+        index, scale = sampler.next()
+        return index, scale, sampler.state()
+
+    def forward(self):
+        if self._source is None or self._source.phase != self.phase:
+            self.prepare()
+        if self._prefetcher is None:
+            self._prefetcher = Prefetcher(self._plan, functools.partial(
+                load_sample, self._source, self.detection.PIXEL_MEANS),
+                                          workers=self.data_config.workers,
+                                          depth=self.data_config.prefetch, name=f"data-{self.name}")
+        failures = 0
+        while True:
+            slot = self._prefetcher.next()
+            self._position = slot.task[2]
+            try:
+                tops = slot.result()
+            except DataError as e:
+                path = self._source.roidb[slot.task[0]].path
+                self.failed_samples[path] += 1
+                failures += 1
+                log.warning("%s: sample skipped: %s", self.describe(), e)
+                if failures >= self.data_config.max_failures:
+                    raise DataError(f"{self.describe()}: {failures} samples in a row failed to "
+                                    f"load (data.max_failures); the last: {e}") from None
+                continue
+            return tops[:len(self.param.top)]
+
+    def close(self):
+        """Stop the loader threads (the data stays open)."""
+        if self._prefetcher is not None:
+            self._prefetcher.close()
+            self._prefetcher = None
+
+    # -- exact resume ------------------------------------------------------
+    def snapshot_state(self):
+        if self._position is None:
+            return copy.deepcopy(self._restored)
+        state = dict(self._position)
+        state["perm"] = list(state["perm"]) if state["perm"] is not None else None
+        state["rng"] = copy.deepcopy(state["rng"])
+        return {"phase": self._source.phase, "dataset": self._source.dataset.name,
+                "sampler": state}
+
+    def restore_state(self, state):
+        if state is None:
+            return
+        self.close()
+        if self._source is None:
+            self._restored = copy.deepcopy(state)
+            return
+        self._source.sampler.set_state(copy.deepcopy(state["sampler"]), where=self.describe())
+        self._position = self._source.sampler.state()
