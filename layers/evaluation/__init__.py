@@ -26,8 +26,9 @@ def default_metric(dataset_name):
     return "voc07"
 
 
-def evaluate(detections, annotations, classes, metric="voc07"):
-    """{'metric', 'mAP', 'ap': {class: ap}} (+ 'stats' and 'summary' for coco)."""
+def evaluate(detections, annotations, classes, metric="voc07", coco_annotation_file=None):
+    """{'metric', 'mAP', 'ap': {class: ap}} (+ 'stats' and 'summary' for coco).
+    `coco_annotation_file`: the dataset's COCO JSON, scored against for 'coco'."""
     if metric in ("voc07", "voc"):
         from .voc import evaluate_voc
 
@@ -35,7 +36,7 @@ def evaluate(detections, annotations, classes, metric="voc07"):
     elif metric == "coco":
         from .coco import evaluate_coco
 
-        result = evaluate_coco(detections, annotations, classes)
+        result = evaluate_coco(detections, annotations, classes, coco_annotation_file)
     else:
         raise PyfrcnnError(f"unknown metric '{metric}': use one of {', '.join(METRICS)}")
     return {"metric": metric, **result}

@@ -2,6 +2,7 @@
 pycocotools run directly on COCO-format data; skipped without pycocotools."""
 
 import copy
+import json
 import math
 import sys
 
@@ -58,7 +59,7 @@ def ours_from_coco():
     return dets, annotations
 
 
-def pycocotools_directly():
+def pycocotools_directly(gt_dataset=None, image_ids=None):
     import contextlib
     import io
 
@@ -67,12 +68,14 @@ def pycocotools_directly():
 
     with contextlib.redirect_stdout(io.StringIO()):
         gt = COCO()
-        gt.dataset = copy.deepcopy(COCO_GT)
+        gt.dataset = copy.deepcopy(gt_dataset or COCO_GT)
         for a in gt.dataset["annotations"]:
-            a["area"] = a["bbox"][2] * a["bbox"][3]
+            a.setdefault("area", a["bbox"][2] * a["bbox"][3])
         gt.createIndex()
         dt = gt.loadRes(copy.deepcopy(COCO_DETS))
         ev = COCOeval(gt, dt, "bbox")
+        if image_ids:
+            ev.params.imgIds = image_ids
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
@@ -116,6 +119,35 @@ def test_coco_hand_values():
     assert result["stats"]["AP50"] == pytest.approx(1.0)
     assert result["stats"]["AP75"] == pytest.approx(1.0)
     assert evaluate([], annotations, CLASSES, "coco")["mAP"] == 0.0
+
+
+@pytest.mark.skipif(not coco_available(), reason="pycocotools is not installed")
+def test_a_coco_dataset_is_scored_against_its_own_file(tmp_path):
+    from layers.datasets import open_dataset
+
+    gt = copy.deepcopy(COCO_GT)
+    for n, image in enumerate(gt["images"]):
+        image["file_name"] = f"{n}.jpg"
+    for a in gt["annotations"]:
+        a["area"] = 0.6 * a["bbox"][2] * a["bbox"][3]  # a segment's area, not the box's
+    (tmp_path / "images").mkdir()
+    json_file = tmp_path / "instances.json"
+    json_file.write_text(json.dumps(gt))
+    dataset = open_dataset(f"coco:{json_file}:{tmp_path / 'images'}", cache_dir=tmp_path / "c")
+    annotations = [dataset.annotation(i) for i in range(len(dataset))]
+    dets, _ = ours_from_coco()
+    expected = pycocotools_directly(gt)
+    result = evaluate(dets, annotations, dataset.classes, "coco", coco_annotation_file=json_file)
+    np.testing.assert_allclose(list(result["stats"].values()), expected.stats, atol=1e-12)
+    # only the images evaluated count
+    result = evaluate(dets, annotations[:1], dataset.classes, "coco",
+                      coco_annotation_file=json_file)
+    expected = pycocotools_directly(gt, image_ids=[42])
+    np.testing.assert_allclose(list(result["stats"].values()), expected.stats, atol=1e-12)
+    # without the file: crowds are the loader's don't-care regions, areas the boxes'
+    result = evaluate(dets, annotations, dataset.classes, "coco")
+    np.testing.assert_allclose(list(result["stats"].values()), pycocotools_directly().stats,
+                               atol=1e-12)
 
 
 def test_a_clear_message_without_pycocotools(monkeypatch):
