@@ -66,7 +66,8 @@ SOLVER_KEYS = [
     Key("snapshot", "int", 0, "snapshot every this many steps (0: only at the end and on signals)"),
     Key("snapshot_prefix", "path", None, "snapshot files are <prefix>_iter_<N>.weights / "
         ".solverstate (default: <run folder>/<solver file name>)"),
-    Key("snapshot_after_train", "bool", True, "snapshot when training ends or is stopped"),
+    Key("snapshot_after_train", "bool", True, "snapshot when training ends (a stop by a "
+        "signal always snapshots)"),
     Key("keep_snapshots", "int", 0, "keep only the last K snapshots of this prefix (0: all)"),
     Key("random_seed", "int", -1, "seed torch, numpy and random (negative: do not seed); "
         "rank r of a distributed run uses random_seed + r"),
