@@ -39,11 +39,9 @@ def class_layout(layer, score_shape, label_shape, axis):
 
 
 def integer_labels(layer, labels, outer, classes, inner, ignore_label):
-    """Labels as an outer x inner int64 tensor, each checked to be a class index
-    or the ignore label (on CPU, where the check is cheap)."""
-    if labels.numel() != outer * inner:
-        raise layer.error(f"labels '{layer.param.bottom[1]}' {format_shape(tuple(labels.shape))} "
-                          f"hold {labels.numel()} values; the scores need {outer * inner}")
+    """Labels (outer x inner values, as class_layout checked) as an outer x inner
+    int64 tensor, each checked to be a class index or the ignore label; the
+    check runs on CPU, where it is cheap (elsewhere it would wait for the device)."""
     labels = labels.detach().reshape(outer, inner).long()
     if labels.device.type == "cpu" and labels.numel():
         bad = (labels < 0) | (labels >= classes)

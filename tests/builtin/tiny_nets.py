@@ -20,8 +20,9 @@ def tiny_net(layers, phase="TRAIN", **inputs):
     return Net(names + shapes + layers, phase=phase, input_shapes=inputs)
 
 
-def gradcheck_net(net, tops, inputs, wrt):
-    """float64 gradcheck of the net's `tops` with respect to the inputs named in `wrt`."""
+def gradcheck_net(net, tops, inputs, wrt, **options):
+    """float64 gradcheck of the net's `tops` with respect to the inputs named in
+    `wrt`; `options` go to torch.autograd.gradcheck."""
     net.to(torch.float64)
     fixed = {k: v for k, v in inputs.items() if k not in wrt}
 
@@ -30,4 +31,4 @@ def gradcheck_net(net, tops, inputs, wrt):
         return tuple(net.blobs[t] for t in tops)
 
     values = tuple(inputs[k].detach().double().requires_grad_() for k in wrt)
-    return torch.autograd.gradcheck(run, values)
+    return torch.autograd.gradcheck(run, values, **options)
