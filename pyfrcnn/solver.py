@@ -194,7 +194,7 @@ class Solver:
             loss = float(self.net.backward())
             total += loss
             if not math.isfinite(loss) and not bad:
-                bad = [f"{t} = {float(self.net.blobs[t].sum())}" for t in self.loss_weights
+                bad = [f"{t} = {float(self.net.blobs[t].detach().sum())}" for t in self.loss_weights
                        if t in self.net.blobs and not torch.isfinite(self.net.blobs[t]).all()]
                 bad = bad or [f"loss = {loss}"]
         flags = [1.0 if bad else 0.0, 1.0 if "stop" in self._requests else 0.0,
