@@ -39,15 +39,21 @@ def fill(tensor, filler):
     if kind == "constant":
         tensor.fill_(filler.value)
     elif kind == "gaussian":
+        if filler.std < 0:
+            raise NetError(f"gaussian filler needs std >= 0, got {filler.std}")
         tensor.normal_(filler.mean, filler.std)
-        if filler.sparse >= 0 and tensor.dim() >= 2:
-            keep = torch.rand(shape) < filler.sparse / shape[0]
+        if filler.sparse >= 0 and tensor.dim() >= 1 and tensor.numel() > 0:
+            # Caffe keeps each weight with probability sparse / num_outputs (shape[0]).
+            keep = torch.rand(shape, device=tensor.device) < filler.sparse / shape[0]
             tensor.mul_(keep.to(tensor.dtype))
     elif kind == "uniform":
+        if filler.min > filler.max:
+            raise NetError(f"uniform filler needs min <= max, got min {filler.min} > max {filler.max}")
         tensor.uniform_(filler.min, filler.max)
     elif kind == "positive_unitball":
         tensor.uniform_(0, 1)
-        flat = tensor.view(shape[0], -1) if tensor.dim() > 1 else tensor.view(1, -1)
+        # Caffe normalises each of the shape[0] rows (a 1-D blob: each element alone).
+        flat = tensor.view(shape[0], -1) if tensor.dim() >= 1 else tensor.view(1, -1)
         flat.div_(flat.sum(dim=1, keepdim=True))
     elif kind == "xavier":
         scale = math.sqrt(3.0 / _variance_n(filler, shape))
