@@ -13,13 +13,14 @@ from ..layer import Layer
 from ..registry import register
 
 
-def spatial_pair(layer, values, h, w, has_h, has_w, default, what):
-    """Caffe's (h, w) from a repeated field and its _h / _w forms."""
+def spatial_pair(layer, values, h, w, has_h, has_w, default, what, stem=None):
+    """Caffe's (h, w) from a repeated field `what` and its `stem`_h / `stem`_w forms."""
+    stem = stem or what
     if has_h or has_w:
         if values:
-            raise layer.error(f"give either {what} or {what}_h / {what}_w, not both")
+            raise layer.error(f"give either {what} or {stem}_h / {stem}_w, not both")
         if not (has_h and has_w):
-            raise layer.error(f"give both {what}_h and {what}_w")
+            raise layer.error(f"give both {stem}_h and {stem}_w")
         return int(h), int(w)
     values = list(values)
     if not values:
@@ -51,7 +52,8 @@ class Convolution(Layer):
         if not p.HasField("num_output") or p.num_output == 0:
             raise self.error("convolution_param.num_output must be positive")
         self.kernel = spatial_pair(self, p.kernel_size, p.kernel_h, p.kernel_w,
-                                   p.HasField("kernel_h"), p.HasField("kernel_w"), None, "kernel_size")
+                                   p.HasField("kernel_h"), p.HasField("kernel_w"), None, "kernel_size",
+                                   "kernel")
         self.pad = spatial_pair(self, p.pad, p.pad_h, p.pad_w,
                                 p.HasField("pad_h"), p.HasField("pad_w"), 0, "pad")
         self.stride = spatial_pair(self, p.stride, p.stride_h, p.stride_w,
