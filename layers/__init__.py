@@ -2,13 +2,15 @@
 (entry point `pyfrcnn.plugins`).
 
 Importing this package registers py-faster-rcnn's Python module names as
-aliases of ours, so its prototxts build unmodified, and the `detection`
-section of solver files.
+aliases of ours (so its prototxts build unmodified), the `detection` and
+`data` sections of solver files, and the `test`, `eval`, `detect` and `data`
+commands.
 """
 
 from pyfrcnn import registry
 
 from .config import DetectionConfig
+from .datasets.config import validate_data_config
 
 PY_FASTER_RCNN_MODULES = {
     "rpn.anchor_target_layer": "layers.anchor_target",
@@ -21,3 +23,37 @@ for _alias, _module in PY_FASTER_RCNN_MODULES.items():
     registry.register_module_alias(_alias, _module)
 
 registry.register_config_section("detection", DetectionConfig.from_dict)
+registry.register_config_section("data", validate_data_config)
+
+
+def _add_data_arguments(parser):
+    from . import data_check
+
+    sub = parser.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
+    check = sub.add_parser("check", help="lint a dataset without training",
+                           description="lint a dataset: images, objects per class, boxes clipped "
+                                       "or dropped, files that failed and why")
+    data_check.add_arguments(check)
+
+
+def _run_data(args):
+    from . import data_check
+
+    return data_check.run(args)
+
+
+def _lazy(name):
+    def call(*args):
+        from . import commands
+
+        return getattr(commands, name)(*args)
+    return call
+
+
+registry.register_command("test", _lazy("add_test_arguments"), _lazy("run_test"),
+                          "detect on a dataset with a test net and score mAP")
+registry.register_command("eval", _lazy("add_eval_arguments"), _lazy("run_eval"),
+                          "score a detections file (VOC or COCO metrics)")
+registry.register_command("detect", _lazy("add_detect_arguments"), _lazy("run_detect"),
+                          "detect objects in images: JSON and drawn copies")
+registry.register_command("data", _add_data_arguments, _run_data, "dataset tools: data check")
