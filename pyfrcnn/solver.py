@@ -445,10 +445,9 @@ def run_solve(args):
                         dist_info=info or False)
         return solver.solve(resume=getattr(args, "resume", None))
     except PyfrcnnError as e:
-        if added:
-            log.error("%s", e)
-        else:
+        if not any(type(h) is logging.StreamHandler for h in added):
             print(f"pyfrcnn solve: error: {e}", file=sys.stderr)
+        log.error("%s", e)
         return 1
     finally:
         if solver is not None:
