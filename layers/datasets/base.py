@@ -122,27 +122,27 @@ class RecordBuilder:
 
     def _clean(self, source, what, boxes, width, height):
         """Clip `boxes` in place to the image; return the mask of boxes kept."""
-        keep = np.ones(len(boxes), dtype=bool)
-        for k, box in enumerate(boxes):
-            x1, y1, x2, y2 = box
-            shown = "(" + ", ".join(f"{v:g}" for v in box) + ")"
-            if not np.all(np.isfinite(box)):
-                reason = "has a non-finite coordinate"
-            elif x1 > width - 1 or y1 > height - 1 or x2 < 0 or y2 < 0:
-                reason = f"lies outside the {width}x{height} image"
-            else:
-                clipped = np.array([max(x1, 0.0), max(y1, 0.0), min(x2, width - 1.0),
-                                    min(y2, height - 1.0)])
-                if clipped[2] < clipped[0] or clipped[3] < clipped[1]:
-                    reason = "has x2 < x1 or y2 < y1 (less than one pixel)"
-                else:
-                    if not np.array_equal(clipped, box):
-                        self.note(source, f"{what} {shown} clipped to the {width}x{height} image",
-                                  "boxes_clipped")
-                        boxes[k] = clipped
-                    continue
-            keep[k] = False
+        finite = np.isfinite(boxes).all(axis=1)
+        given = np.where(finite[:, None], boxes, 0.0)
+        outside = (given[:, 0] > width - 1) | (given[:, 1] > height - 1) | \
+            (given[:, 2] < 0) | (given[:, 3] < 0)
+        clipped = np.stack([np.maximum(given[:, 0], 0), np.maximum(given[:, 1], 0),
+                            np.minimum(given[:, 2], width - 1), np.minimum(given[:, 3], height - 1)],
+                           axis=1)
+        thin = (clipped[:, 2] < clipped[:, 0]) | (clipped[:, 3] < clipped[:, 1])
+        keep = finite & ~outside & ~thin
+        changed = keep & (clipped != given).any(axis=1)
+        for k in np.flatnonzero(~keep | changed):
+            shown = "(" + ", ".join(f"{v:g}" for v in boxes[k]) + ")"
+            if changed[k]:
+                self.note(source, f"{what} {shown} clipped to the {width}x{height} image",
+                          "boxes_clipped")
+                continue
+            reason = ("has a non-finite coordinate" if not finite[k] else
+                      f"lies outside the {width}x{height} image" if outside[k] else
+                      "has x2 < x1 or y2 < y1 (less than one pixel)")
             self.note(source, f"{what} {shown} dropped: it {reason}", "boxes_dropped")
+        boxes[keep] = clipped[keep]
         return keep
 
     def dataset(self, name, classes, cls=Dataset):

@@ -41,11 +41,15 @@ def test_clipped_and_degenerate_boxes_are_counted(tmp_path):
         ("cat", 30, 10, 20, 20),     # xmax < xmin: dropped
         ("cat", 60, 10, 70, 20),     # wholly right of the image: dropped
         ("dog", 2, 2, 2, 2),         # one pixel: kept
+        ("dog", "nan", 2, 5, 5),     # not finite: dropped
     ])})
     ds = open_voc(folder, "train")
     ann = ds.annotation(0)
     np.testing.assert_array_equal(ann["boxes"], [[0, 0, 19, 39], [1, 1, 1, 1]])
-    assert ds.stats["boxes_clipped"] == 1 and ds.stats["boxes_dropped"] == 2
+    assert ds.stats["boxes_clipped"] == 1 and ds.stats["boxes_dropped"] == 3
+    assert [m.split(": it ")[-1] for _, m in ds.notes if "dropped" in m] == [
+        "has x2 < x1 or y2 < y1 (less than one pixel)", "lies outside the 50x40 image",
+        "has a non-finite coordinate"]
     assert all(path.endswith("a.xml") for path, _ in ds.notes)
 
 
