@@ -7,7 +7,7 @@ aliases of ours (so its prototxts build unmodified), the `detection` and
 commands.
 """
 
-from pyfrcnn import registry
+from pyfrcnn import hooks, registry
 
 from .config import DetectionConfig
 from .datasets.config import validate_data_config
@@ -57,3 +57,12 @@ registry.register_command("eval", _lazy("add_eval_arguments"), _lazy("run_eval")
 registry.register_command("detect", _lazy("add_detect_arguments"), _lazy("run_detect"),
                           "detect objects in images: JSON and drawn copies")
 registry.register_command("data", _add_data_arguments, _run_data, "dataset tools: data check")
+
+
+def _evaluator_factory(solver):
+    from .evaluator import evaluator_factory
+
+    return evaluator_factory(solver)
+
+
+hooks.register_evaluator(_evaluator_factory)
