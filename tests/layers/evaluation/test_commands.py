@@ -2,8 +2,8 @@
 
 `test` and `detect` run the fast CPU net with random weights at a tiny scale
 on one image each: they check the plumbing (files written, errors, exit
-status, the scores of what was written), not accuracy. End-to-end accuracy on a small trained net is to come
-when one is checked in.
+status, the scores of what was written), not accuracy. End-to-end accuracy on
+a small trained net is to come when one is checked in.
 """
 
 import argparse
