@@ -131,14 +131,17 @@ class RoIDataLayer(Layer):
                              f"included: {', '.join(dataset.classes)})")
         train = self.phase == "TRAIN"
         knobs = self.detection.phase(self.phase)
-        roidb, _ = build_roidb(dataset, self.phase, use_flipped=train and self.detection.TRAIN.USE_FLIPPED,
-                               use_difficult=data.use_difficult, skip_empty=data.skip_empty)
+        roidb, skipped = build_roidb(dataset, self.phase,
+                                     use_flipped=train and self.detection.TRAIN.USE_FLIPPED,
+                                     use_difficult=data.use_difficult, skip_empty=data.skip_empty)
         if not roidb:
+            hint = (f" ({skipped['empty_images']} image(s) with no object skipped; "
+                    "data.skip_empty: false keeps them)") if skipped["empty_images"] else ""
             raise DataError(f"{self.describe()}: dataset '{dataset.name}' has no image to "
-                            f"{'train' if train else 'test'} on")
+                            f"{'train' if train else 'test'} on{hint}")
         sampler = Sampler([e.width for e in roidb], [e.height for e in roidb],
-                          num_scales=len(knobs.SCALES), seed=self.detection.RNG_SEED,
-                          shuffle=train, aspect_grouping=train and self.detection.TRAIN.ASPECT_GROUPING)
+                          num_scales=len(knobs.SCALES), seed=self.detection.RNG_SEED, shuffle=train,
+                          aspect_grouping=train and self.detection.TRAIN.ASPECT_GROUPING)
         if self._restored is not None:
             sampler.set_state(self._restored["sampler"], where=self.describe())
             self._restored = None
@@ -157,9 +160,8 @@ class RoIDataLayer(Layer):
         if self._source is None or self._source.phase != self.phase:
             self.prepare()
         if self._prefetcher is None:
-            self._prefetcher = Prefetcher(self._plan, functools.partial(
-                load_sample, self._source, self.detection.PIXEL_MEANS),
-                                          workers=self.data_config.workers,
+            work = functools.partial(load_sample, self._source, self.detection.PIXEL_MEANS)
+            self._prefetcher = Prefetcher(self._plan, work, workers=self.data_config.workers,
                                           depth=self.data_config.prefetch, name=f"data-{self.name}")
         failures = 0
         while True:

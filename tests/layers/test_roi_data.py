@@ -160,3 +160,11 @@ def test_wrong_image_size_is_a_failed_sample(voc, caplog):
     with caplog.at_level(logging.WARNING):
         assert net.forward()["im_info"].tolist() == [[60.0, 40.0, 2.0]]   # "tall"
     assert "wide.jpg: image is 41x20 but its annotation says 40x20" in caplog.text
+
+
+def test_images_without_objects(tmp_path):
+    folder = make_voc(tmp_path / "VOC", {"empty": (20, 20, [])}, classes=["cat", "dog"])
+    with pytest.raises(DataError, match="1 image.* with no object skipped; data.skip_empty"):
+        build(open_voc(folder, "train")).forward()
+    out = build(open_voc(folder, "train"), skip_empty=False).forward()   # background only
+    assert out["gt_boxes"].shape == (0, 5) and out["gt_ishard"].shape == (0,)
