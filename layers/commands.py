@@ -190,6 +190,10 @@ def run_test(args):
         os.path.basename(args.weights))[0]), _safe_name(dataset.name))
     os.makedirs(out, exist_ok=True)
     metric = args.metric or default_metric(dataset.name)
+    if metric == "coco":
+        from layers.evaluation.coco import require_pycocotools
+
+        require_pycocotools()  # now, not after hours of detection
     print(f"testing {count} images of {dataset.name} with {args.net} and {args.weights} "
           f"(scales {list(cfg.TEST.SCALES)}, NMS {cfg.TEST.NMS}, score > {cfg.TEST.SCORE_THRESH}, "
           f"at most {cfg.TEST.MAX_PER_IMAGE} per image)", file=sys.stderr)
