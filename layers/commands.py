@@ -222,7 +222,7 @@ def run_test(args):
         progress.update(i + 1, detect_time / (i + 1), misc_time / (i + 1))
 
     write_detections(os.path.join(out, "detections.json"), records)
-    write_voc_results(out, records, classes)
+    write_voc_results(out, records, classes, image_set=getattr(dataset, "image_set", "test"))
     annotations = [dataset.annotation(i) for i in range(count)]
     result = evaluate(records, annotations, classes, metric,
                       coco_annotation_file=getattr(dataset, "annotation_file", None))
