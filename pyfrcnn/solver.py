@@ -15,8 +15,8 @@ from a .solverstate continues bit for bit.
 Signals, as Caffe's sigint_effect / sighup_effect: by default SIGINT and
 SIGTERM snapshot at the end of the current step and stop; SIGHUP snapshots
 and goes on. A run stopped by SIGINT exits with status 0 (Caffe's "stop");
-one stopped by SIGTERM exits with 143 (128 + 15) so that a scheduler sees the
-run did not finish. A second SIGINT interrupts at once.
+one stopped by SIGTERM exits with 143 (128 + 15), by SIGHUP with 129, so that
+a scheduler sees the run did not finish. A second SIGINT interrupts at once.
 
 A NaN or Inf loss stops the run (status 1) with a message naming the loss
 tops and the step, without writing a snapshot; nan_policy: skip drops that
@@ -90,11 +90,11 @@ class Solver:
     """Trains `config.train_net` (a SolverConfig) in `run_dir`.
 
     evaluate(step, train_net) -> {metric: value} is called at the test steps
-    (default: hooks.make_evaluator). `hooks_` replaces the default hook list.
+    (default: hooks.make_evaluator). `hook_list` replaces the default hooks.
     dist_info: None reads the torchrun environment, False forces one process.
     """
 
-    def __init__(self, config, run_dir=None, device=None, evaluate=None, hooks_=None,
+    def __init__(self, config, run_dir=None, device=None, evaluate=None, hook_list=None,
                  dist_info=None):
         self.config = config
         self.dist_info = distributed.from_env() if dist_info is None else dist_info or None
@@ -119,7 +119,7 @@ class Solver:
         self._requests = set()
         self._snapshot_step = None
         evaluate = evaluate if evaluate is not None else hooks.make_evaluator(self)
-        self.hooks = hooks_ if hooks_ is not None else self.default_hooks(evaluate)
+        self.hooks = hook_list if hook_list is not None else self.default_hooks(evaluate)
 
     # -- building ------------------------------------------------------------
     def snapshot_prefix_default(self):
@@ -439,6 +439,8 @@ def run_solve(args):
                 os.path.abspath(w) for w in args.weights.split(",") if w))
         run_dir, prefix = _run_folder(config, getattr(args, "out", None))
         config = config.replace(snapshot_prefix=prefix)
+        if getattr(args, "resume", None):
+            config = config.replace(weights=())  # the snapshot's weights replace them
         info = distributed.from_env()
         added = _setup_logging(run_dir, info is None or info.rank == 0)
         solver = Solver(config, run_dir=run_dir, device=getattr(args, "device", None),

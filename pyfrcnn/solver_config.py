@@ -323,7 +323,7 @@ def validate(data, path, lines=None, overridden=()):
             full[key.name] = _resolve(full[key.name], base)
     if not full["train_net"]:
         full["train_net"] = full["net"]
-    if not full["test_net"] and full["net"] and full["test_interval"]:
+    if not full["test_net"] and full["net"] and (full["test_interval"] or full["test_after_train"]):
         full["test_net"] = full["net"]
     sections = {}
     for name, check in sections_known.items():
