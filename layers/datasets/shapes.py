@@ -1,11 +1,13 @@
 """shapes: a generated detection dataset, small enough to train on a CPU.
 
 Five classes of filled shapes (circle, square, triangle, star, cross) in varied
-colours, sizes (min_object_size px up to max_object_fraction of the shorter
-side), aspect ratios and small rotations, 1..4 per image, overlapping and
-partly occluding each other (a shape may hide up to 40% of an earlier one's
-box), on backgrounds of smooth colour fields, stripes, thin clutter lines and
-pixel noise. Images are 224..288 px on the shorter side.
+colours, sizes (from about min_object_size px, a star's box a little less, up
+to max_object_fraction of the shorter side), aspect ratios and small
+rotations, 1..4 per image, overlapping and partly occluding each other (a
+shape may hide up to 40% of an earlier one's box), on backgrounds of smooth
+colour fields, stripes, thin clutter lines and pixel noise. Images are 224..288 px on the shorter
+side. The defaults (1000 train, 250 test images) take about 40 s to generate
+on one core and 33 MB of disk.
 
 Each image is drawn from its own generator seeded by (seed, split, index), so
 image k of a split is the same whatever the split's size. The dataset is
