@@ -5,9 +5,9 @@ colours, sizes (from about min_object_size px, a star's box a little less, up
 to max_object_fraction of the shorter side), aspect ratios and small
 rotations, 1..4 per image, overlapping and partly occluding each other (a
 shape may hide up to 40% of an earlier one's box), on backgrounds of smooth
-colour fields, stripes, thin clutter lines and pixel noise. Images are 224..288 px on the shorter
-side. The defaults (1000 train, 250 test images) take about 40 s to generate
-on one core and 33 MB of disk.
+colour fields, stripes, thin clutter lines and pixel noise. Images are
+224..288 px on the shorter side. The defaults (1000 train, 250 test images)
+take about 40 s to generate on one core and 33 MB of disk.
 
 Each image is drawn from its own generator seeded by (seed, split, index), so
 image k of a split is the same whatever the split's size. The dataset is
