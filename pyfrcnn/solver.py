@@ -116,7 +116,8 @@ class Solver:
         self.losses = collections.deque(maxlen=config.average_loss)
         self.stopped_early = False
         self.stop_signal = None
-        self._requests = set()
+        self._pending = set()   # asked for by signals, acted on at the next step's end
+        self._requests = set()  # agreed by every rank for the step just taken
         self._snapshot_step = None
         evaluate = evaluate if evaluate is not None else hooks.make_evaluator(self)
         self.hooks = hook_list if hook_list is not None else self.default_hooks(evaluate)
@@ -197,8 +198,10 @@ class Solver:
                 bad = [f"{t} = {float(self.net.blobs[t].detach().sum())}" for t in self.loss_weights
                        if t in self.net.blobs and not torch.isfinite(self.net.blobs[t]).all()]
                 bad = bad or [f"loss = {loss}"]
-        flags = [1.0 if bad else 0.0, 1.0 if "stop" in self._requests else 0.0,
-                 1.0 if "snapshot" in self._requests else 0.0]
+        pending = set(self._pending)
+        self._pending -= pending
+        flags = [1.0 if bad else 0.0, 1.0 if "stop" in pending else 0.0,
+                 1.0 if "snapshot" in pending else 0.0]
         if self.group:
             flags = self.group.average_gradients(self.updater.gradients(), flags)
         if flags[1]:
@@ -239,6 +242,9 @@ class Solver:
                 self.run_step()
                 for hook in self.hooks:
                     hook.after_step(self)
+                if not self.group:  # ranks agree on requests only through run_step's all-reduce
+                    self._requests |= self._pending
+                    self._pending.clear()
                 if "snapshot" in self._requests:
                     self._requests.discard("snapshot")
                     self.snapshot()
@@ -267,13 +273,13 @@ class Solver:
         if action == "stop":
             self.stop_signal = self.stop_signal or signal_name
         if action != "none":
-            self._requests.add(action)
+            self._pending.add(action)
 
     def _handle(self, signum, frame):
         name = signal.Signals(signum).name
         effect = getattr(self.config, SIGNALS[name])
         log.info("%s received: %s", name, effect)
-        if name == "SIGINT" and "stop" in self._requests:
+        if name == "SIGINT" and "stop" in self._pending | self._requests:
             raise KeyboardInterrupt
         self.request(effect, name)
 
