@@ -43,6 +43,9 @@ class ROIPooling(Layer):
                              f"(batch index, x1, y1, x2, y2), got {format_shape(rois)}")
 
     def forward(self, features, rois):
-        from ..ops import roi_pool  # imported here so the layer registers without the op
+        from ..ops import roi_pool  # not at the top until pyfrcnn.ops is in every checkout
         self.check_shapes(tuple(features.shape), tuple(rois.shape))
-        return roi_pool(features, rois, self.output_size, self.spatial_scale)
+        try:
+            return roi_pool(features, rois, self.output_size, self.spatial_scale)
+        except (TypeError, ValueError) as e:  # bad input the op found: dtype, device, batch index
+            raise self.error(str(e)) from None
