@@ -7,8 +7,8 @@ Pillow decodes; every mode is converted to 8-bit RGB first:
   I;16*, I (16-bit PNG / TIFF)            -> value >> 8, as cv2.imread does
   F (32-bit float)                        -> clipped to 0..255 and rounded
 The EXIF orientation tag is ignored: annotations count pixels as stored.
-Images above MAX_PIXELS are refused (a decompression-bomb guard, and an
-8-bit frame of that size already needs 120 MB as float). Missing, corrupt or
+Images above MAX_PIXELS (40 megapixels) are refused: a decompression-bomb
+guard, and such a frame already needs 120 MB as uint8, 480 MB as float. Missing, corrupt or
 truncated files raise DataError naming the file.
 
 image_to_blob(im_bgr, target_size, max_size, pixel_means) -> (1 x 3 x H' x W'
