@@ -8,8 +8,8 @@ Pillow decodes; every mode is converted to 8-bit RGB first:
   F (32-bit float)                        -> clipped to 0..255 and rounded
 The EXIF orientation tag is ignored: annotations count pixels as stored.
 Images above MAX_PIXELS (40 megapixels) are refused: a decompression-bomb
-guard, and such a frame already needs 120 MB as uint8, 480 MB as float. Missing, corrupt or
-truncated files raise DataError naming the file.
+guard, and such a frame already needs 120 MB as uint8, 480 MB as float.
+Missing, corrupt or truncated files raise DataError naming the file.
 
 image_to_blob(im_bgr, target_size, max_size, pixel_means) -> (1 x 3 x H' x W'
 float32, im_scale), py-faster-rcnn's prep_im_for_blob: subtract the means in
