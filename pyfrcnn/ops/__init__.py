@@ -1,0 +1,6 @@
+"""Ops with a hand-written CPU path and a CUDA kernel: roi_pool and nms."""
+
+from pyfrcnn.ops.nms import nms
+from pyfrcnn.ops.roi_pool import roi_pool
+
+__all__ = ["nms", "roi_pool"]

@@ -1,0 +1,273 @@
+"""Greedy non-maximum suppression, as py-faster-rcnn's nms.
+
+    boxes     n×4   (x1, y1, x2, y2), inclusive pixels: width = x2 - x1 + 1
+    scores    n
+    returns   k     int64 indices of the kept boxes, highest score first
+
+Boxes are visited by descending score (ties: lower index first); a box is
+kept unless a kept box overlaps it with IoU > iou_threshold (strictly).
+IoU is inter / (area_i + area_j - inter), computed in the boxes' dtype exactly
+as kernels/nms.cu does, so both paths keep the same boxes.
+
+Both paths first build the suppression mask of the sorted boxes: row i, word
+w, bit b is set when i < j = 64*w + b and IoU(i, j) > threshold (the layout of
+py-faster-rcnn's nms_kernel). greedy_sweep then walks it once.
+
+The CPU path never visits all n²/2 pairs when 0 < threshold < 1. IoU > t
+needs the overlap along x to exceed t times each width, hence
+  - widths within a factor t: with widths binned by log(width) into classes
+    log(1/t) wide, only a class and the next one can overlap, and
+  - x1 within (1 - t) * the larger width of each other.
+Boxes are ordered by (class, x1); each block of 64 boxes of one class is
+compared with the x1-windows of its class (later boxes only) and of the next
+class. The windows are taken with a margin, so rounding can only add
+candidates, never lose one; every candidate's IoU is computed exactly.
+Boxes with non-positive width or height, or non-finite coordinates, have zero
+intersection with everything (or a NaN IoU) and take no part.
+"""
+
+import math
+
+import numpy as np
+import torch
+
+from pyfrcnn.ops import _cuda
+
+WORD_BITS = 64
+# Elements of one batch of IoU tiles (each of the four work buffers).
+TILE_ELEMENTS = 1 << 18
+# Relative margin on the threshold when pruning candidates.
+MARGIN = 1e-3
+# 1 << b as int64; 1 << 63 wraps to the sign bit, which is the same 64 bits.
+_BIT = torch.bitwise_left_shift(torch.ones(WORD_BITS, dtype=torch.int64), torch.arange(WORD_BITS))
+
+
+def nms(boxes, scores, iou_threshold):
+    """Indices of the boxes kept by greedy NMS, by descending score."""
+    _check(boxes, scores)
+    if boxes.is_cuda and _cuda.available():
+        return _cuda.nms(boxes, scores, float(iou_threshold))
+    return nms_cpu(boxes, scores, iou_threshold)
+
+
+def nms_cpu(boxes, scores, iou_threshold):
+    device = boxes.device
+    boxes, scores = boxes.cpu(), scores.cpu()
+    if boxes.shape[0] == 0:
+        return torch.empty(0, dtype=torch.int64, device=device)
+    order = torch.sort(scores, descending=True, stable=True)[1]
+    mask = suppression_mask(boxes[order], iou_threshold)
+    keep = torch.from_numpy(greedy_sweep(mask))
+    return order[keep].to(device)
+
+
+def suppression_mask(sorted_boxes, iou_threshold):
+    """n×ceil(n/64) uint64 numpy array: bit j of row i set when box i (i < j)
+    suppresses box j, for boxes already sorted by descending score."""
+    sorted_boxes = sorted_boxes.contiguous()
+    threshold = float(iou_threshold)
+    if threshold <= 0:
+        return _dense_mask(sorted_boxes, threshold)
+    num = sorted_boxes.shape[0]
+    words = -(-num // WORD_BITS)
+    mask = torch.from_numpy(np.zeros(num * words, dtype=np.int64))  # calloc: zero pages are free
+    if threshold < 1:  # an IoU computed by the formula above never exceeds 1
+        first, second = _overlapping_pairs(sorted_boxes, threshold)
+        # Pairs are distinct, so adding their bits ORs them; bit 63 wraps to the sign.
+        bits = _BIT[second % WORD_BITS]
+        mask.index_add_(0, first * words + second // WORD_BITS, bits)
+    return mask.numpy().view(np.uint64).reshape(num, words)
+
+
+def greedy_sweep(mask):
+    """Positions (in sorted order) that survive, given a suppression mask."""
+    num, words = mask.shape
+    removed = np.zeros(words, dtype=np.uint64)
+    keep = []
+    for word in range(words):
+        start = word * WORD_BITS
+        gone = int(removed[word])
+        kept_here = []
+        # Inside the word the order matters: a box kept here may remove the next.
+        for bit, row in enumerate(mask[start:start + WORD_BITS, word].tolist()):
+            if not gone >> bit & 1:
+                kept_here.append(start + bit)
+                gone |= row
+        keep.extend(kept_here)
+        if kept_here and word + 1 < words:
+            removed[word + 1:] |= np.bitwise_or.reduce(mask[kept_here, word + 1:], axis=0)
+    return np.asarray(keep, dtype=np.int64)
+
+
+def _overlapping_pairs(boxes, threshold):
+    """(i, j) with i < j and IoU(i, j) > threshold, as two int64 tensors."""
+    x1, y1, x2, y2 = boxes.unbind(1)
+    width, height = x2 - x1 + 1, y2 - y1 + 1
+    live = torch.isfinite(boxes).all(1) & (width > 0) & (height > 0)
+    ids = torch.nonzero(live)[:, 0]
+    empty = torch.empty(0, dtype=torch.int64)
+    if ids.numel() < 2:
+        return empty, empty
+    loose = threshold * (1 - MARGIN)
+    classes = _width_classes(width[ids], loose)
+    order = torch.argsort(x1[ids], stable=True)
+    order = order[torch.argsort(classes[order], stable=True)]
+    ids, classes = ids[order], classes[order]
+    layout = _padded_layout(classes)
+    table = _coordinate_table(boxes[ids], layout["slot"], layout["size"])
+    slack = 1e-4 * (1 + float(boxes[ids].abs().max()))
+    firsts, seconds = [], []
+    scratch = [torch.empty(0, dtype=boxes.dtype) for _ in range(3)] + [torch.empty(0, dtype=torch.bool)]
+    for rows, cols in _tile_batches(table, layout, loose, slack):
+        a, b = _tile_pairs(table, rows, cols, np.array(threshold, dtype=table.numpy().dtype)[()], scratch)
+        firsts.append(a)
+        seconds.append(b)
+    if not firsts:
+        return empty, empty
+    # Back from slots to sorted positions; each pair was found once.
+    slot_to_box = torch.full((layout["size"],), -1, dtype=torch.int64)
+    slot_to_box[layout["slot"]] = ids
+    a, b = slot_to_box[torch.cat(firsts)], slot_to_box[torch.cat(seconds)]
+    return torch.minimum(a, b), torch.maximum(a, b)
+
+
+def _width_classes(width, loose):
+    """Classes of log(width) so that widths within a factor `loose` differ by at
+    most one class; at most about 16 classes."""
+    logs = torch.log(width.double())
+    span = float(logs.max() - logs.min())
+    step = max(-math.log(loose) * (1 + MARGIN), span / 16, 1e-12)
+    classes = torch.floor((logs - logs.min()) / step).long()
+    return classes
+
+
+def _padded_layout(classes):
+    """Slots for boxes ordered by class, each class padded to whole blocks of 64
+    so that a block holds one class. Padding slots hold NaN boxes."""
+    num_classes = int(classes[-1]) + 1
+    counts = torch.bincount(classes, minlength=num_classes)
+    padded = -(-counts // WORD_BITS) * WORD_BITS
+    class_start = torch.cumsum(padded, 0) - padded
+    first_of_class = torch.cumsum(counts, 0) - counts
+    rank_in_class = torch.arange(classes.numel()) - first_of_class[classes]
+    return {"slot": class_start[classes] + rank_in_class, "size": int(padded.sum()) + 1,
+            "counts": counts, "class_start": class_start}
+
+
+def _coordinate_table(boxes, slot, size):
+    """5×size: x1, y1, x2, y2, area per slot; the last slot is a NaN box."""
+    table = torch.full((5, size), float("nan"), dtype=boxes.dtype)
+    table[:4, slot] = boxes.t()
+    table[4] = (table[2] - table[0] + 1) * (table[3] - table[1] + 1)
+    return table
+
+
+def _tile_batches(table, layout, loose, slack):
+    """Yield (rows, cols): rows a B×64 slot matrix of blocks, cols B×K the slots
+    each block is compared with (padded with the NaN slot)."""
+    x1 = table[0]
+    counts, class_start = layout["counts"].tolist(), layout["class_start"].tolist()
+    nan_slot = layout["size"] - 1
+    blocks, windows = [], []
+    for cls, count in enumerate(counts):
+        if count == 0:
+            continue
+        start = class_start[cls]
+        mine = x1[start:start + count]
+        # Same class: later boxes with x1 within reach of the block's last x1.
+        widths = (table[2, start:start + count] - mine + 1)
+        reach = (1 - loose) * float(widths.max()) + slack
+        block_starts = torch.arange(start, start + count, WORD_BITS)
+        block_last = torch.clamp(block_starts + WORD_BITS - 1, max=start + count - 1)
+        block_first_x = x1[block_starts]
+        block_last_x = x1[block_last]
+        hi = torch.searchsorted(mine, block_last_x + reach, right=True) + start
+        windows.append(torch.stack([block_starts, hi - block_starts], 1))
+        parts = [windows[-1]]
+        # Next class: boxes with x1 within reach either side.
+        if cls + 1 < len(counts) and counts[cls + 1]:
+            nstart, ncount = class_start[cls + 1], counts[cls + 1]
+            theirs = x1[nstart:nstart + ncount]
+            nwidths = table[2, nstart:nstart + ncount] - theirs + 1
+            nreach = (1 - loose) * max(float(widths.max()), float(nwidths.max())) + slack
+            lo = torch.searchsorted(theirs, block_first_x - nreach) + nstart
+            nhi = torch.searchsorted(theirs, block_last_x + nreach, right=True) + nstart
+            parts.append(torch.stack([lo, nhi - lo], 1))
+        else:
+            parts.append(torch.zeros_like(windows[-1]))
+        windows[-1] = torch.cat(parts, 1)  # (start, length, start, length)
+        blocks.append(block_starts)
+    blocks, windows = torch.cat(blocks), torch.cat(windows)
+    lengths = windows[:, 1] + windows[:, 3]
+    order = torch.argsort(lengths, descending=True)
+    blocks, windows, lengths = blocks[order], windows[order], lengths[order].tolist()
+    lane = torch.arange(WORD_BITS)
+    i = 0
+    while i < len(lengths):
+        width = max(lengths[i], 1)
+        count = max(1, TILE_ELEMENTS // (WORD_BITS * width))
+        w = windows[i:i + count]
+        k = torch.arange(width)
+        first, second = w[:, 0:1] + k, w[:, 2:3] + (k - w[:, 1:2])
+        cols = torch.where(k < w[:, 1:2], first, torch.where(k < w[:, 1:2] + w[:, 3:4], second, nan_slot))
+        rows = blocks[i:i + count, None] + lane
+        yield rows, cols
+        i += count
+
+
+def _tile_pairs(table, rows, cols, threshold, scratch):
+    """Slot pairs (row, col) with row < col and IoU > threshold."""
+    r = table[:, rows][..., None]  # 5×B×64×1
+    c = table[:, cols][:, :, None, :]  # 5×B×1×K
+    shape = (rows.shape[0], rows.shape[1], cols.shape[1])
+    size = shape[0] * shape[1] * shape[2]
+    if scratch[0].numel() < size:
+        scratch[:] = [torch.empty(size, dtype=buffer.dtype) for buffer in scratch]
+    inter, union, other, over = (buffer[:size].view(shape) for buffer in scratch)
+    torch.minimum(r[2], c[2], out=inter).sub_(torch.maximum(r[0], c[0], out=other)).add_(1).clamp_(min=0)
+    torch.minimum(r[3], c[3], out=union).sub_(torch.maximum(r[1], c[1], out=other)).add_(1).clamp_(min=0)
+    inter.mul_(union)
+    torch.add(r[4], c[4], out=union).sub_(inter)
+    inter.div_(union)
+    # numpy compares and finds the few hits an order of magnitude faster than torch.
+    hits = np.greater(inter.numpy(), threshold, out=over.numpy())
+    flat = torch.from_numpy(np.flatnonzero(hits))
+    width = shape[2]
+    first = rows.reshape(-1)[flat // width]
+    second = cols.reshape(-1)[flat // (shape[1] * width) * width + flat % width]
+    ahead = first < second  # the diagonal tile holds each pair twice, and the box itself
+    return first[ahead], second[ahead]
+
+
+def _dense_mask(boxes, threshold):
+    """The suppression mask from every pair: for threshold <= 0, where even
+    boxes that do not overlap suppress each other."""
+    num = boxes.shape[0]
+    words = -(-num // WORD_BITS)
+    padded = torch.full((words * WORD_BITS, 4), float("nan"), dtype=boxes.dtype)
+    padded[:num] = boxes
+    x1, y1, x2, y2 = padded.t()
+    area = (x2 - x1 + 1) * (y2 - y1 + 1)
+    mask = np.zeros((num, words), dtype=np.uint64)
+    for word in range(words):
+        r = slice(word * WORD_BITS, min((word + 1) * WORD_BITS, num))
+        c = slice(word * WORD_BITS, None)
+        inter_w = torch.minimum(x2[r, None], x2[None, c]).sub_(torch.maximum(x1[r, None], x1[None, c]))
+        inter_h = torch.minimum(y2[r, None], y2[None, c]).sub_(torch.maximum(y1[r, None], y1[None, c]))
+        inter = inter_w.add_(1).clamp_(min=0).mul_(inter_h.add_(1).clamp_(min=0))
+        union = torch.add(area[r, None], area[None, c]).sub_(inter)
+        over = inter.div_(union) > threshold
+        over[:, :WORD_BITS].triu_(1)
+        mask[r, word:] = np.packbits(over.numpy(), axis=1, bitorder="little").view(np.uint64)
+    return mask
+
+
+def _check(boxes, scores):
+    if boxes.dim() != 2 or boxes.shape[1] != 4:
+        raise ValueError(f"nms: boxes must be n×4 (x1, y1, x2, y2), got shape {tuple(boxes.shape)}")
+    if scores.dim() != 1 or scores.shape[0] != boxes.shape[0]:
+        raise ValueError(f"nms: scores must have shape ({boxes.shape[0]},), got {tuple(scores.shape)}")
+    if boxes.dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"nms: boxes must be float32 or float64, got {boxes.dtype}")
+    if scores.device != boxes.device:
+        raise ValueError(f"nms: scores are on {scores.device} but boxes are on {boxes.device}")
