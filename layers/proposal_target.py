@@ -145,6 +145,12 @@ class ProposalTargetLayer(Layer):
         rois = torch.cat([boxes.new_zeros(boxes.shape[0], 1), boxes], dim=1)
         return rois, labels, bbox_targets, bbox_inside, (bbox_inside > 0).float()
 
+    def snapshot_state(self):
+        return {"generator": generator_state(self.generator)}
+
+    def restore_state(self, state):
+        set_generator_state(self.generator, state["generator"])
+
     def _check_inputs(self, rpn_rois, gt_boxes):
         check_boxes(self, "gt_boxes", gt_boxes[:, :4])
         classes = gt_boxes[:, 4]
