@@ -415,14 +415,20 @@ def _run_folder(config, out):
 
 
 def _setup_logging(run_dir, is_main):
-    """A glog-style stderr handler when none is configured, and <run>/train.log."""
+    """A glog-style stderr handler when none is configured, and <run>/train.log
+    at INFO whatever the console shows. Returns an undo function."""
     root = logging.getLogger()
-    added = []
+    added, levels = [], [(root, root.level)]
     if not root.handlers:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(hooks.CaffeLogFormatter())
         handler.setLevel(logging.INFO if is_main else logging.WARNING)
         added.append(handler)
+    else:  # keep the console as configured while the root lets INFO through to the file
+        for handler in root.handlers:
+            if handler.level == logging.NOTSET:
+                levels.append((handler, handler.level))
+                handler.setLevel(root.level)
     if is_main:
         os.makedirs(run_dir, exist_ok=True)
         handler = logging.FileHandler(os.path.join(run_dir, "train.log"), encoding="utf-8")
@@ -430,14 +436,22 @@ def _setup_logging(run_dir, is_main):
         added.append(handler)
     for handler in added:
         root.addHandler(handler)
-    if root.level > logging.INFO or root.level == logging.NOTSET:
+    if root.level == logging.NOTSET or root.level > logging.INFO:
         root.setLevel(logging.INFO)
-    return added
+
+    def undo():
+        for handler in added:
+            root.removeHandler(handler)
+            handler.close()
+        for obj, level in levels:
+            obj.setLevel(level)
+
+    return undo
 
 
 def run_solve(args):
     """`pyfrcnn solve`: returns the exit status (errors are printed, not raised)."""
-    solver, added = None, []
+    solver, undo = None, None
     try:
         config = load_solver(args.solver, getattr(args, "overrides", None) or ())
         if getattr(args, "weights", None):
@@ -448,21 +462,23 @@ def run_solve(args):
         if getattr(args, "resume", None):
             config = config.replace(weights=())  # the snapshot's weights replace them
         info = distributed.from_env()
-        added = _setup_logging(run_dir, info is None or info.rank == 0)
+        undo = _setup_logging(run_dir, info is None or info.rank == 0)
         solver = Solver(config, run_dir=run_dir, device=getattr(args, "device", None),
                         dist_info=info or False)
         return solver.solve(resume=getattr(args, "resume", None))
     except PyfrcnnError as e:
-        if not any(type(h) is logging.StreamHandler for h in added):
+        if getattr(args, "debug", False):
+            raise
+        if logging.getLogger().handlers:
+            log.error("%s", e)
+        else:
             print(f"pyfrcnn solve: error: {e}", file=sys.stderr)
-        log.error("%s", e)
         return 1
     finally:
         if solver is not None:
             solver.close()
-        for handler in added:
-            logging.getLogger().removeHandler(handler)
-            handler.close()
+        if undo is not None:
+            undo()
 
 
 def main(argv=None):

@@ -73,13 +73,13 @@ def test_resume_is_bit_exact(tmp_path, solver_type):
     assert not torch.equal(c["fc"][0], a["fc"][0])
 
 
-def test_resume_rejects_another_solver_type(tmp_path, capsys):
+def test_resume_rejects_another_solver_type(tmp_path, caplog):
     path = write_run(str(tmp_path), solver_lines("SGD"), random=True)
     assert run_solve(argparse.Namespace(solver=path, out=None, overrides=["max_iter=2"])) == 0
     args = argparse.Namespace(solver=path, out=None, overrides=["type=Adam"],
                               resume=str(tmp_path / "snap" / "tiny_iter_2.solverstate"))
     assert run_solve(args) == 1
-    assert "written by a SGD solver, the solver file says type: Adam" in capsys.readouterr().err
+    assert "written by a SGD solver, the solver file says type: Adam" in caplog.text
 
 
 def test_sigint_to_a_solver_process_leaves_a_loadable_snapshot(tmp_path):
