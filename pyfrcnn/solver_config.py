@@ -271,7 +271,9 @@ def _check_values(v, at):
              "inv": ("gamma", "power"), "poly": ("power",), "sigmoid": ("gamma", "stepsize")}
     for name in needs.get(policy, ()):
         need(v[name] is not None, name, f"required by lr_policy '{policy}'")
-    if policy == "step":
+    if policy in ("step", "multistep", "exp", "inv"):
+        need(v["gamma"] >= 0, "gamma", f"must not be negative for lr_policy '{policy}'")
+    if policy in ("step", "sigmoid"):
         need(v["stepsize"] > 0, "stepsize", "must be positive")
     if policy == "multistep":
         steps = v["stepvalue"]

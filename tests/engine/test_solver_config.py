@@ -95,6 +95,8 @@ def test_wrong_types_say_expected_type(tmp_path, line, expected):
     ("train_net: a\nbase_lr: 0.1\nmax_iter: 10\ntype: AdaGrad\nmomentum: 0.9\n",
      "momentum: momentum cannot be used with AdaGrad"),
     ("train_net: a\nbase_lr: 0.1\nmax_iter: 10\niter_size: 0\n", "iter_size: must be at least 1"),
+    ("train_net: a\nbase_lr: 0.1\nmax_iter: 10\nlr_policy: exp\ngamma: -0.5\n",
+     "gamma: must not be negative for lr_policy 'exp'"),
     ("train_net: a\nbase_lr: 0.1\nmax_iter: 10\ndevice: gpu\n", "device: expected cpu, cuda"),
     ("train_net: a\nbase_lr: 0.1\nmax_iter: 10\ntest_interval: 5\n", "testing needs test_net"),
 ])
