@@ -424,11 +424,12 @@ def _setup_logging(run_dir, is_main):
         handler.setFormatter(hooks.CaffeLogFormatter())
         handler.setLevel(logging.INFO if is_main else logging.WARNING)
         added.append(handler)
-    else:  # keep the console as configured while the root lets INFO through to the file
+    else:  # keep the console as configured while the root lets INFO through to the file;
+        # ranks other than 0 show warnings only
         for handler in root.handlers:
-            if handler.level == logging.NOTSET:
-                levels.append((handler, handler.level))
-                handler.setLevel(root.level)
+            levels.append((handler, handler.level))
+            level = handler.level if handler.level != logging.NOTSET else root.level
+            handler.setLevel(level if is_main else max(level, logging.WARNING))
     if is_main:
         os.makedirs(run_dir, exist_ok=True)
         handler = logging.FileHandler(os.path.join(run_dir, "train.log"), encoding="utf-8")
