@@ -103,7 +103,7 @@ class Solver:
                       if self.dist_info else None)
         self.rank = self.group.rank if self.group else 0
         self.world_size = self.group.world_size if self.group else 1
-        self.snapshot_prefix = config.snapshot_prefix or self.snapshot_prefix_default()
+        self.snapshot_prefix = config.snapshot_prefix or self.snapshot_prefix_default(run_dir)
         self.run_dir = run_dir or os.path.dirname(self.snapshot_prefix)
         self.run_config = dict(config.sections)
         self.run_config["distributed"] = distributed.run_config_entry(self.dist_info)
@@ -123,9 +123,10 @@ class Solver:
         self.hooks = hook_list if hook_list is not None else self.default_hooks(evaluate)
 
     # -- building ------------------------------------------------------------
-    def snapshot_prefix_default(self):
+    def snapshot_prefix_default(self, run_dir=None):
+        """<run folder>/<solver file name>, the run folder defaulting to output/<name>."""
         stem = os.path.splitext(os.path.basename(self.config.path or "solver"))[0]
-        return os.path.join(os.getcwd(), "output", stem, stem)
+        return os.path.join(run_dir or os.path.join(os.getcwd(), "output", stem), stem)
 
     def build_net(self):
         c = self.config
