@@ -208,3 +208,16 @@ def test_train_net_needs_a_loss_and_data_layers(tmp_path):
     (tmp_path / "s.yaml").write_text("train_net: in.prototxt\nbase_lr: 0.1\nmax_iter: 1\ndevice: cpu\n")
     with pytest.raises(ConfigError, match="takes input blob.*x.*needs data layers"):
         Solver(load_solver(str(tmp_path / "s.yaml")), run_dir=str(tmp_path), dist_info=False)
+
+
+def test_pyfrcnn_solve_command(tmp_path):
+    from pyfrcnn import cli
+
+    path = write_run(str(tmp_path), "base_lr: 0.01\nmax_iter: 3\ndevice: cpu\ntensorboard: false\n")
+    out = tmp_path / "run"
+    assert cli.main(["solve", path, "--out", str(out), "--set", "max_iter=2", "--set", "display=1"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "metrics.jsonl", "solver_iter_2.solverstate", "solver_iter_2.weights", "train.log"]
+    log_text = (out / "train.log").read_text()
+    assert "] Iteration 1, lr = 0.01" in log_text and "Optimization Done." in log_text
+    assert cli.main(["solve", path, "--set", "max_iters=2"]) == 1
