@@ -147,3 +147,12 @@ def test_py_faster_rcnn_vgg16_test_net_builds_and_runs():
     assert 0 < rois.shape[0] <= 300 and rois.shape[1] == 5
     assert out["cls_prob"].shape == (rois.shape[0], 21) and out["bbox_pred"].shape == (rois.shape[0], 84)
     assert torch.allclose(out["cls_prob"].sum(dim=1), torch.ones(rois.shape[0]), atol=1e-5)
+
+
+def test_py_faster_rcnn_vgg16_train_net_builds_with_our_layers():
+    train = VGG16_TEST.replace("_test.prototxt", "_train.prototxt")
+    net = Net(train, phase="TRAIN")
+    shapes = net.blob_shapes
+    assert shapes["rpn_labels"] == (1, 1, None, None) and shapes["rpn_bbox_targets"] == (1, 36, None, None)
+    assert shapes["rpn_rois"] == (None, 5) and shapes["rois"] == (None, 5) and shapes["labels"] == (None,)
+    assert shapes["bbox_targets"] == shapes["bbox_outside_weights"] == (None, 84)
