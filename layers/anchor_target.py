@@ -37,7 +37,7 @@ Where we differ, on purpose:
   - dontcare_areas: an anchor is ignored when the dontcare areas cover more than
     DONTCARE_AREA_INTERSECTION_HI of its area (intersections over the anchor's
     area, summed over the areas), whatever its label;
-  - a gt box with x2 < x1 or y2 < y1 is an error naming its row.
+  - a gt box (or dontcare area) with x2 < x1 or y2 < y1 is an error naming its row.
 """
 
 import dataclasses
@@ -127,7 +127,7 @@ class AnchorTargetLayer(Layer):
             fail(2, "im_info", "1 x 3")
         if len(shapes) > 4:
             ishard, num_gt = shapes[4], shapes[1][0]
-            if len(ishard) != 1 or None not in (ishard[0], num_gt) and ishard[0] != num_gt:
+            if len(ishard) != 1 or (None not in (ishard[0], num_gt) and ishard[0] != num_gt):
                 fail(4, "gt_ishard", f"a vector of G = {num_gt} flags")
         if len(shapes) > 5 and (len(shapes[5]) != 2 or shapes[5][1] not in (None, 4)):
             fail(5, "dontcare_areas", "D x 4")

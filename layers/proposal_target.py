@@ -100,7 +100,7 @@ class ProposalTargetLayer(Layer):
             fail(1, "gt_boxes", "G x 5")
         if len(shapes) > 2:
             ishard, num_gt = shapes[2], shapes[1][0]
-            if len(ishard) != 1 or None not in (ishard[0], num_gt) and ishard[0] != num_gt:
+            if len(ishard) != 1 or (None not in (ishard[0], num_gt) and ishard[0] != num_gt):
                 fail(2, "gt_ishard", f"a vector of G = {num_gt} flags")
 
     def reshape(self, bottom_shapes):
