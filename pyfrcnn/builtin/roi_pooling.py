@@ -11,6 +11,7 @@ pyfrcnn.ops.roi_pool.
 
 from ..layer import Layer
 from ..net import format_shape
+from ..ops import roi_pool
 from ..registry import register
 
 
@@ -43,7 +44,6 @@ class ROIPooling(Layer):
                              f"(batch index, x1, y1, x2, y2), got {format_shape(rois)}")
 
     def forward(self, features, rois):
-        from ..ops import roi_pool  # not at the top until pyfrcnn.ops is in every checkout
         self.check_shapes(tuple(features.shape), tuple(rois.shape))
         try:
             return roi_pool(features, rois, self.output_size, self.spatial_scale)
