@@ -291,16 +291,12 @@ def atomic_torch_save(obj, path):
 
 
 def load_weights_file(path, with_meta=False):
-    """{layer: [tensors]} from a file in our weights format (and its meta dict)."""
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise WeightsError(f"{path}: no such weights file") from None
-    except Exception as e:
-        raise WeightsError(f"{path}: not a readable pyfrcnn weights file: {e}") from None
-    if not isinstance(payload, dict) or payload.get("format") != WEIGHTS_FORMAT:
-        raise WeightsError(f"{path}: not a pyfrcnn weights file (use `pyfrcnn convert` "
-                           "for .caffemodel and torchvision files)")
+    """{layer: [tensors]} from a weights file (and its meta dict): ours, a Caffe
+    .caffemodel or torchvision's VGG16 state_dict, told apart by content; see
+    pyfrcnn.weights for the mappings."""
+    from .weights import read_weights  # it imports this module
+
+    layers, meta = read_weights(path)
     if with_meta:
-        return payload["layers"], payload.get("meta", {})
-    return payload["layers"]
+        return layers, meta
+    return layers
