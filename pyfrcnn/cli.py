@@ -50,6 +50,7 @@ def _engine_commands():
     from . import tools
     from .plot import add_plot_arguments, run_plot
     from .solver import add_solve_arguments, run_solve
+    from .weights import add_convert_arguments, run_convert
 
     return {
         "check": (tools.add_check_arguments, tools.run_check,
@@ -59,6 +60,8 @@ def _engine_commands():
                  "time forward and backward per layer, as `caffe time`"),
         "solve": (add_solve_arguments, run_solve, "train a net with a YAML solver file"),
         "plot": (add_plot_arguments, run_plot, "plot the curves of a training run"),
+        "convert": (add_convert_arguments, run_convert,
+                    "write a .caffemodel or torchvision VGG16 file in pyfrcnn's weights format"),
     }
 
 
