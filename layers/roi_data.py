@@ -125,10 +125,16 @@ class RoIDataLayer(Layer):
                                  "(e.g. voc_2007_trainval, shapes:train)")
             dataset = open_dataset(spec, root=data.root, cache_dir=data.cache_folder,
                                    shapes=data.shapes)
-        if self.params.num_classes and self.params.num_classes != dataset.num_classes:
+        # A net with more classes than the data (py-faster-rcnn's 21-class VOC net on a
+        # 6-class set) trains, with the extra outputs never labelled; fewer cannot.
+        if self.params.num_classes and self.params.num_classes < dataset.num_classes:
             raise self.error(f"param_str says 'num_classes': {self.params.num_classes} but dataset "
                              f"'{dataset.name}' has {dataset.num_classes} classes (background "
                              f"included: {', '.join(dataset.classes)})")
+        if self.params.num_classes and self.params.num_classes > dataset.num_classes:
+            log.warning("%s: param_str says 'num_classes': %d, dataset '%s' has %d; classes "
+                        "%d and up are never labelled", self.describe(), self.params.num_classes,
+                        dataset.name, dataset.num_classes, dataset.num_classes)
         train = self.phase == "TRAIN"
         knobs = self.detection.phase(self.phase)
         roidb, skipped = build_roidb(dataset, self.phase,

@@ -93,9 +93,12 @@ def test_flipped_copy_by_hand(voc):
     torch.testing.assert_close(flipped["data"], original["data"].flip(-1))
 
 
-def test_num_classes_must_match_the_dataset(voc):
-    with pytest.raises(NetError, match=r"'num_classes': 21 but dataset '.*' has 3 classes"):
-        build(open_voc(voc, "train"), num_classes=21).forward()
+def test_num_classes_must_cover_the_dataset(voc, caplog):
+    with pytest.raises(NetError, match=r"'num_classes': 2 but dataset '.*' has 3 classes"):
+        build(open_voc(voc, "train"), num_classes=2).forward()
+    out = build(open_voc(voc, "train"), num_classes=21).forward()
+    assert out["gt_boxes"][:, 4].max() < 3
+    assert "classes 3 and up are never labelled" in caplog.text
 
 
 def test_dataset_from_the_data_section_by_phase(voc):
