@@ -170,6 +170,18 @@ def add_test_arguments(parser):
     return parser
 
 
+def trained_shapes_settings(meta):
+    """The shapes generator settings of the training run (its weights' meta), so
+    `--data shapes:test` means the test split of the data the net was trained on."""
+    from layers.datasets import ShapesConfig
+
+    values = ((meta or {}).get("data") or {}).get("shapes")
+    if not isinstance(values, dict):
+        return None
+    known = {f for f in ShapesConfig.__dataclass_fields__}
+    return ShapesConfig(**{k: v for k, v in values.items() if k in known})
+
+
 def run_test(args):
     from layers.datasets import open_dataset
     from layers.evaluation import default_metric, evaluate, result_to_json
@@ -180,7 +192,8 @@ def run_test(args):
 
     net, cfg, meta, bbox_stats = load_test_net(args.net, args.weights, args.overrides,
                                                args.device)
-    dataset = open_dataset(args.data, root=args.data_root, cache_dir=args.cache_dir)
+    dataset = open_dataset(args.data, root=args.data_root, cache_dir=args.cache_dir,
+                           shapes=trained_shapes_settings(meta))
     classes = list(dataset.classes)
     _check_classes(net, meta, classes, dataset.name)
     count = len(dataset) if args.num_images is None else max(0, min(args.num_images, len(dataset)))

@@ -192,6 +192,12 @@ class RoIDataLayer(Layer):
             self._prefetcher.close()
             self._prefetcher = None
 
+    def weights_meta(self):
+        """The class names the net was trained on (kept in snapshots for `pyfrcnn detect`)."""
+        if self._source is None:
+            return None
+        return {"classes": list(self._source.dataset.classes)}
+
     # -- exact resume ------------------------------------------------------
     def snapshot_state(self):
         if self._position is None:

@@ -92,6 +92,11 @@ class Layer(torch.nn.Module):
     def restore_state(self, state):
         """Restore what `snapshot_state` returned."""
 
+    def weights_meta(self):
+        """Plain values to keep beside the weights in snapshots (a data layer gives
+        its class names), or None."""
+        return None
+
     # -- helpers for subclasses --------------------------------------------
     def add_blob(self, shape, filler=None):
         """Create a learnable blob (Caffe order: weight, then bias), filled."""

@@ -267,6 +267,13 @@ class Net(torch.nn.Module):
     def snapshot_state(self):
         return {l.name: s for l in self.layers if (s := l.snapshot_state()) is not None}
 
+    def weights_meta(self):
+        """The layers' weights_meta() merged: what snapshots keep beside the weights."""
+        meta = {}
+        for layer in self.layers:
+            meta.update(layer.weights_meta() or {})
+        return meta
+
     def restore_state(self, states):
         for name, state in states.items():
             if name in self.layer_dict:

@@ -320,6 +320,7 @@ class Solver:
             return None
         weights_path, state_path = self.snapshot_paths()
         meta = {name: plain(value) for name, value in self.config.sections.items()}
+        meta.update(self.net.weights_meta())
         meta["solver"] = {"iter": self.step, "train_net": self.config.train_net}
         log.info("Snapshotting to binary proto file %s", weights_path)
         self.net.save(weights_path, meta=meta)
