@@ -12,13 +12,12 @@ round), its size is at least 1×1, and bin (i, j) covers rows
 Among equal values the first in row-major order wins, as in Caffe's kernel.
 Results match the CUDA kernel in kernels/roi_pool.cu bit for bit.
 
-The CPU path pools separably over one float64 key per pixel and channel that
-orders by value, then by position (see _max_keys): first the max along w in
-each column bin for every row the RoI covers, then the max of those rows in
-each row bin. Both steps gather whole channel vectors from a channels-last
-copy of the map; bins are padded by repeating one of their own pixels. RoIs
-go in chunks of similar size so that no intermediate exceeds a few megabytes
-(fresh large buffers cost more in page faults than the arithmetic).
+The CPU path works on one float64 key per pixel and channel that orders by
+value, then by position, so that a plain max finds Caffe's argmax too (see
+_max_keys). A sparse table holds the max key of every 2^a × 2^b window
+(_sparse_tables); four such windows of the right size cover a bin exactly, so
+every bin, small or large, costs four gathers of whole channel vectors from a
+channels-last table and three maxima, whatever the size of its RoI.
 """
 
 import torch
@@ -72,16 +71,32 @@ def roi_pool_forward_cpu(features, rois, pooled_h, pooled_w, spatial_scale):
     num_rois = rois.shape[0]
     output = features.new_zeros((num_rois, channels, pooled_h, pooled_w))
     argmax = torch.full(output.shape, -1, dtype=torch.int32)
-    if output.numel() and height and width:
-        grid = _bins(rois, pooled_h, pooled_w, spatial_scale, height, width)
-        pixels = features.permute(0, 2, 3, 1).reshape(num * height * width, channels)
-        keys, decode = _max_keys(pixels, height * width)
-        for chunk in _chunks(grid, channels):
-            part = {name: value[chunk] for name, value in grid.items()}
-            index, value = decode(_pool_chunk(keys, part, height, width))
-            index, value = _caffe_bins(pixels, part, index, value, height * width)
-            output.index_copy_(0, chunk, value.permute(0, 3, 1, 2))
-            argmax.index_copy_(0, chunk, index.int().permute(0, 3, 1, 2))
+    if output.numel() == 0 or height * width == 0:
+        return output.to(device), argmax.to(device)
+    pixels = features.permute(0, 2, 3, 1).reshape(num * height * width, channels)
+    keys, decode, signed_zeros = _max_keys(pixels, height * width)
+    grid = _bins(rois, pooled_h, pooled_w, spatial_scale, height, width)
+    bins = _bin_list(grid, height, width)
+    output_bins, argmax_bins = output.view(num_rois, channels, -1), argmax.view(num_rois, channels, -1)
+    step = max(1, CHUNK_ELEMENTS // channels)
+    # Gathers go to the same two buffers every time: fresh ones cost page faults.
+    best, other = torch.empty((2, step, channels), dtype=torch.float64)
+    for level_h, level_w, table in _sparse_tables(keys.view(num, height, width, channels), bins["levels"]):
+        group = torch.nonzero((bins["level_h"] == level_h) & (bins["level_w"] == level_w))[:, 0]
+        for part in group.split(step):
+            corners = bins["corners"][:, part]  # pixel rows of the four windows' corners
+            top = torch.index_select(table, 0, corners[0], out=best[:part.numel()])
+            for corner in corners[1:]:
+                torch.maximum(top, torch.index_select(table, 0, corner, out=other[:part.numel()]), out=top)
+            index, value = decode(top)
+            if signed_zeros:  # keys hold 0.0 for -0.0: read zeros back from the map
+                bin_, channel = torch.nonzero(value == 0).unbind(1)
+                row = bins["batch"][part][bin_] * (height * width) + index[bin_, channel]
+                value[bin_, channel] = pixels[row, channel]
+            roi, where = bins["roi"][part], bins["bin"][part]
+            output_bins[roi, :, where] = value
+            argmax_bins[roi, :, where] = index
+    _caffe_rules(output, argmax, grid["empty"][:, None])
     return output.to(device), argmax.to(device)
 
 
@@ -90,15 +105,15 @@ def roi_pool_backward_cpu(grad_output, rois, argmax, features_shape, rois_per_ch
     device = grad_output.device
     grad_output, rois, argmax = grad_output.cpu(), rois.cpu(), argmax.cpu()
     num, channels, height, width = features_shape
-    size = num * channels * height * width
-    grad = grad_output.new_zeros(size + 1)  # the last slot takes empty bins
-    planes = rois[:, 0].long()[:, None] * channels + torch.arange(channels)[None, :]
-    for start in range(0, grad_output.shape[0], rois_per_chunk):
-        part = slice(start, start + rois_per_chunk)
-        index = planes[part, :, None, None] * (height * width) + argmax[part]
-        index = torch.where(argmax[part] >= 0, index, size)
-        grad.index_add_(0, index.reshape(-1), grad_output[part].reshape(-1))
-    return grad[:size].view(features_shape).to(device)
+    plane = height * width + 1  # slot 0 of each plane takes the empty bins (argmax -1)
+    grad = grad_output.new_zeros(num * channels * plane)
+    start = (rois[:, 0].long()[:, None] * channels + torch.arange(channels)) * plane + 1
+    for first in range(0, grad_output.shape[0], rois_per_chunk):
+        part = slice(first, first + rois_per_chunk)
+        index = start[part, :, None, None] + argmax[part]
+        grad.index_add_(0, index.view(-1), grad_output[part].reshape(-1))
+    grad = grad.view(num, channels, plane)[:, :, 1:].reshape(features_shape)
+    return grad.to(device)
 
 
 def _bins(rois, pooled_h, pooled_w, spatial_scale, height, width):
@@ -128,22 +143,11 @@ def _round_half_away(x):
     return torch.where((x - whole).abs() >= 0.5, whole + torch.sign(x), whole)
 
 
-def _chunks(grid, channels):
-    """Index tensors over RoIs: RoIs of one power-of-two cost class together,
-    as many per chunk as keep the first step within CHUNK_ELEMENTS."""
-    rows = (grid["h_hi"][:, -1] - grid["h_lo"][:, 0]).clamp(min=1)
-    bin_w = (grid["w_hi"] - grid["w_lo"]).amax(dim=1).clamp(min=1)
-    cost = rows * bin_w * grid["w_lo"].shape[1] * channels
-    level = torch.floor(torch.log2(cost.double())).long()
-    for value in torch.unique(level).tolist():
-        members = torch.nonzero(level == value)[:, 0]
-        yield from members.split(max(1, CHUNK_ELEMENTS >> (value + 1)))
-
-
 def _max_keys(pixels, plane_size):
     """float64 keys, one per pixel and channel, whose max marks the max value
     and, among equal values, the first pixel in row-major order; and `decode`,
-    from keys to (h*W + w of that pixel, its value). float64 because its max is
+    from keys to (int32 h*W + w of that pixel, its value); and whether the map
+    holds -0.0, which float32 keys merge into 0.0. float64 because its max is
     vectorised where int64's is not.
 
     float32: the value widened to float64 (±inf as ±2^128) leaves 29 low
@@ -154,18 +158,23 @@ def _max_keys(pixels, plane_size):
     if pixels.dtype == torch.float32:
         if plane_size > _INDEX_BITS:
             raise ValueError(f"roi_pool: a feature map of {plane_size} pixels exceeds 2^29")
-        wide = (pixels + 0.0).double()  # + 0.0 merges -0.0 into 0.0
-        wide = torch.where(wide.isinf(), wide.sign() * 2.0 ** 128, wide)
+        merged = pixels + 0.0  # -0.0 becomes 0.0
+        signed_zeros = not torch.equal(merged.view(torch.int32), pixels.view(torch.int32))
+        wide = merged.double()
+        if not torch.isfinite(wide.sum()):
+            wide = torch.where(wide.isinf(), wide.sign() * 2.0 ** 128, wide)
         bits = wide.view(torch.int64)
         index = (torch.arange(pixels.shape[0]) % plane_size)[:, None]
-        keys = bits | torch.where(bits >= 0, _INDEX_BITS - index, index)
+        non_negative = bool(merged.amin() >= 0)  # after ReLU: one rule for every key
+        keys = bits | (_INDEX_BITS - index if non_negative else torch.where(bits >= 0, _INDEX_BITS - index, index))
 
         def decode(key):
             bits = key.view(torch.int64)
-            code = bits & _INDEX_BITS
             value = (bits & ~_INDEX_BITS).view(torch.float64).float()  # 2^128 overflows to inf
-            return torch.where(bits >= 0, _INDEX_BITS - code, code), value
-        return keys.view(torch.float64), decode
+            code = bits.view(torch.int32)[:, 0::2] & _INDEX_BITS  # the low words (little-endian)
+            index = _INDEX_BITS - code if non_negative else torch.where(bits >= 0, _INDEX_BITS - code, code)
+            return index, value
+        return keys.view(torch.float64), decode, signed_zeros
 
     values, order = torch.sort(pixels.reshape(-1), descending=True, stable=True)
     keys = torch.empty(order.shape, dtype=torch.float64)
@@ -173,54 +182,92 @@ def _max_keys(pixels, plane_size):
 
     def decode(key):
         rank = (-key).long()
-        return order[rank] // channels % plane_size, values[rank]
-    return keys.view(pixels.shape), decode
+        return (order[rank] // channels % plane_size).int(), values[rank]
+    return keys.view(pixels.shape), decode, False
 
 
-def _pool_chunk(keys, grid, height, width):
-    """The max key of every bin of a chunk of RoIs, R×ph×pw×C; garbage for
-    empty bins. Padding repeats a pixel of the same bin, which leaves its max
-    as it is."""
+def _bin_list(grid, height, width):
+    """Every bin (R·ph·pw of them) as a flat list: its RoI, its number within the
+    RoI, whether it is empty, and the sparse-table level and the four corner
+    pixel rows (see _sparse_tables) whose windows cover exactly the bin.
+    Empty bins get clamped, valid corners; their result is thrown away."""
     h_lo, h_hi, w_lo, w_hi = grid["h_lo"], grid["h_hi"], grid["w_lo"], grid["w_hi"]
-    num_rois, pooled_w = w_lo.shape
-    channels = keys.shape[1]
-    top = h_lo[:, :1]
-    rows = h_hi[:, -1:] - top
-    bin_h, bin_w = h_hi - h_lo, w_hi - w_lo
-    max_rows, max_bin_h, max_bin_w = (max(int(t.max()), 1) for t in (rows, bin_h, bin_w))
-
-    # Along w: for every row the RoI covers, the max of each column bin.
-    y = torch.minimum(torch.arange(max_rows), rows - 1)
-    row_start = (grid["batch"][:, None] * height + (top + y).clamp(0, height - 1)) * width
-    b = torch.minimum(torch.arange(max_bin_w), bin_w[:, :, None] - 1)
-    col = (w_lo[:, :, None] + b).clamp(0, width - 1)  # R×pw×bin_w
-    index = row_start[:, :, None, None] + col[:, None]  # R×rows×pw×bin_w
-    row_max = keys.index_select(0, index.view(-1)).view(*index.shape, channels).amax(dim=3)
-
-    # Along h: the max over the rows of each row bin.
-    a = torch.minimum(torch.arange(max_bin_h), bin_h[:, :, None] - 1)
-    bin_rows = ((h_lo - top)[:, :, None] + a).clamp(0, max_rows - 1)  # R×ph×bin_h
-    bin_rows = bin_rows + torch.arange(num_rois)[:, None, None] * max_rows
-    stacked = row_max.view(-1, pooled_w * channels).index_select(0, bin_rows.view(-1))
-    return stacked.view(num_rois, -1, max_bin_h, pooled_w, channels).amax(dim=2)
+    num_rois, pooled_h = h_lo.shape
+    pooled_w = w_lo.shape[1]
+    shape = (num_rois, pooled_h, pooled_w)
+    level_h = _floor_log2(h_hi - h_lo)
+    level_w = _floor_log2(w_hi - w_lo)
+    top, bottom = h_lo.clamp(max=height - 1), (h_hi - (1 << level_h)).clamp(min=0)
+    left, right = w_lo.clamp(max=width - 1), (w_hi - (1 << level_w)).clamp(min=0)
+    image_row = grid["batch"][:, None, None] * height
+    corners = torch.stack([((image_row + y[:, :, None]) * width + x[:, None, :]).expand(shape)
+                           for y in (top, bottom) for x in (left, right)]).reshape(4, -1)
+    level_h = level_h[:, :, None].expand(shape).reshape(-1)
+    level_w = level_w[:, None, :].expand(shape).reshape(-1)
+    pairs = torch.unique(level_h * 64 + level_w).tolist()
+    return {"roi": torch.arange(num_rois).repeat_interleave(pooled_h * pooled_w),
+            "bin": torch.arange(pooled_h * pooled_w).repeat(num_rois),
+            "batch": grid["batch"].repeat_interleave(pooled_h * pooled_w),
+            "empty": grid["empty"].reshape(-1), "corners": corners,
+            "level_h": level_h, "level_w": level_w,
+            "levels": [(pair // 64, pair % 64) for pair in pairs]}
 
 
-def _caffe_bins(pixels, grid, index, value, plane_size):
-    """Caffe's rules on top of the max: a bin starts at -FLT_MAX and takes only
-    greater values; an empty bin is 0 with argmax -1. float32 keys hold 0.0 for
-    -0.0, so zeros are read back from the map to keep their sign."""
-    if value.dtype == torch.float32:
-        zero = torch.nonzero(value.view(-1) == 0)[:, 0]
-        if zero.numel():
-            per_roi = value[0].numel()
-            channels = pixels.shape[1]
-            row = grid["batch"][zero // per_roi] * plane_size + index.view(-1)[zero]
-            value.view(-1)[zero] = pixels[row, zero % channels]
-    beaten = value > -FLT_MAX
-    value = torch.where(beaten, value, value.new_tensor(-FLT_MAX))
-    index = index.masked_fill(~beaten, -1)
-    empty = grid["empty"][..., None]
-    return index.masked_fill(empty, -1), value.masked_fill(empty, 0)
+def _floor_log2(size):
+    # floor(log2(size)) for sizes >= 1, 0 for empty bins; exact for integers.
+    return torch.floor(torch.log2(size.clamp(min=1).double())).long()
+
+
+def _sparse_tables(keys, levels):
+    """Yield (a, b, table) for the sorted (a, b) in `levels`, where table is an
+    (N·H·W)×C view whose row (n, y, x) holds the max key of the window
+    [y, y + 2^a) × [x, x + 2^b): two row windows and two column windows of a
+    bin's size cover it exactly, so four rows give the max of any bin. Each
+    table is one max of two shifted copies of the one before it."""
+    num, height, width, channels = keys.shape
+    wanted = {}
+    for level_h, level_w in levels:
+        wanted[level_h] = max(wanted.get(level_h, 0), level_w)
+    rows, spare_rows, spare_cols = keys, None, []
+    for level_h in range(max(wanted) + 1):
+        if level_h:
+            spare_rows = torch.empty_like(keys) if spare_rows is None else spare_rows
+            _double(rows, spare_rows, 1, 1 << (level_h - 1))
+            rows, spare_rows = spare_rows, (None if rows is keys else rows)
+        if level_h not in wanted:
+            continue
+        table = rows
+        for level_w in range(wanted[level_h] + 1):
+            if level_w:
+                target = next((t for t in spare_cols if t is not table), None)
+                if target is None:
+                    target = torch.empty_like(keys)
+                    spare_cols.append(target)
+                _double(table, target, 2, 1 << (level_w - 1))
+                table = target
+            if (level_h, level_w) in levels:
+                yield level_h, level_w, table.view(-1, channels)
+
+
+def _double(source, target, dim, shift):
+    """target = max of source and source shifted by `shift` along `dim`, on the
+    positions where the doubled window still fits."""
+    valid = source.shape[dim] - 2 * shift + 1
+    if valid > 0:
+        torch.maximum(source.narrow(dim, 0, valid), source.narrow(dim, shift, valid),
+                      out=target.narrow(dim, 0, valid))
+
+
+def _caffe_rules(output, argmax, empty):
+    """Caffe's rules on top of the max, in place: a bin starts at -FLT_MAX and
+    takes only greater values; an empty bin is 0 with argmax -1."""
+    if output.amin() <= -FLT_MAX:
+        beaten = output > -FLT_MAX
+        output.clamp_(min=-FLT_MAX)
+        argmax.masked_fill_(~beaten, -1)
+    if empty.any():
+        output.masked_fill_(empty, 0)
+        argmax.masked_fill_(empty, -1)
 
 
 def _pair(output_size):
