@@ -22,8 +22,10 @@ Boxes are ordered by (class, x1); each block of 64 boxes of one class is
 compared with the x1-windows of its class (later boxes only) and of the next
 class. The windows are taken with a margin, so rounding can only add
 candidates, never lose one; every candidate's IoU is computed exactly.
-Boxes with non-positive width or height, or non-finite coordinates, have zero
-intersection with everything (or a NaN IoU) and take no part.
+Boxes with non-positive width or height, or non-finite coordinates or sizes,
+have zero intersection with everything (or a NaN IoU) and take no part. NaN
+coordinates, or non-finite ones with a threshold <= 0, give unspecified
+results (the kernel's min and max treat NaN unlike torch's).
 """
 
 import math
@@ -103,7 +105,8 @@ def _overlapping_pairs(boxes, threshold):
     """(i, j) with i < j and IoU(i, j) > threshold, as two int64 tensors."""
     x1, y1, x2, y2 = boxes.unbind(1)
     width, height = x2 - x1 + 1, y2 - y1 + 1
-    live = torch.isfinite(boxes).all(1) & (width > 0) & (height > 0)
+    live = (torch.isfinite(boxes).all(1) & (width > 0) & (height > 0)
+            & torch.isfinite(width) & torch.isfinite(height))
     ids = torch.nonzero(live)[:, 0]
     empty = torch.empty(0, dtype=torch.int64)
     if ids.numel() < 2:
@@ -118,8 +121,9 @@ def _overlapping_pairs(boxes, threshold):
     slack = 1e-4 * (1 + float(boxes[ids].abs().max()))
     firsts, seconds = [], []
     scratch = [torch.empty(0, dtype=boxes.dtype) for _ in range(3)] + [torch.empty(0, dtype=torch.bool)]
+    limit = boxes.new_tensor(threshold).numpy()[()]  # compared in the boxes' dtype, as the kernel does
     for rows, cols in _tile_batches(table, layout, loose, slack):
-        a, b = _tile_pairs(table, rows, cols, np.array(threshold, dtype=table.numpy().dtype)[()], scratch)
+        a, b = _tile_pairs(table, rows, cols, limit, scratch)
         firsts.append(a)
         seconds.append(b)
     if not firsts:

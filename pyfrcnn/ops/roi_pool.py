@@ -29,6 +29,7 @@ FLT_MAX = 3.4028234663852886e38
 # Keys gathered at once in the first step.
 CHUNK_ELEMENTS = 1 << 19
 _INDEX_BITS = (1 << 29) - 1
+_EXPONENT_SHIFT = 256 << 52
 
 
 def roi_pool(features, rois, output_size, spatial_scale):
@@ -152,7 +153,9 @@ def _max_keys(pixels, plane_size):
 
     float32: the value widened to float64 (±inf as ±2^128) leaves 29 low
     mantissa bits free; they hold the pixel index, inverted for values >= 0,
-    so that the first pixel gives the larger key on both sides of zero.
+    so that the first pixel gives the larger key on both sides of zero. The
+    exponent is raised by 256 so that no key (0.0 included) is subnormal:
+    the order stays, and flush-to-zero modes cannot merge keys.
     float64: minus the rank in a stable descending sort of the whole map."""
     channels = pixels.shape[1]
     if pixels.dtype == torch.float32:
@@ -163,14 +166,14 @@ def _max_keys(pixels, plane_size):
         wide = merged.double()
         if not torch.isfinite(wide.sum()):
             wide = torch.where(wide.isinf(), wide.sign() * 2.0 ** 128, wide)
-        bits = wide.view(torch.int64)
+        bits = wide.view(torch.int64) + _EXPONENT_SHIFT
         index = (torch.arange(pixels.shape[0]) % plane_size)[:, None]
         non_negative = bool(merged.amin() >= 0)  # after ReLU: one rule for every key
         keys = bits | (_INDEX_BITS - index if non_negative else torch.where(bits >= 0, _INDEX_BITS - index, index))
 
         def decode(key):
             bits = key.view(torch.int64)
-            value = (bits & ~_INDEX_BITS).view(torch.float64).float()  # 2^128 overflows to inf
+            value = ((bits & ~_INDEX_BITS) - _EXPONENT_SHIFT).view(torch.float64).float()  # 2^128 -> inf
             code = bits.view(torch.int32)[:, 0::2] & _INDEX_BITS  # the low words (little-endian)
             index = _INDEX_BITS - code if non_negative else torch.where(bits >= 0, _INDEX_BITS - code, code)
             return index, value

@@ -138,6 +138,16 @@ def test_nms_kernel_matches_cpu_path(emulated, num, threshold, dtype):
     assert torch.equal(keep, nms_cpu(boxes, scores, threshold))
 
 
+def test_nms_kernel_on_huge_and_infinite_boxes(emulated):
+    generator = torch.Generator().manual_seed(9)
+    boxes = clustered_boxes(generator, 40)
+    boxes[3] = torch.tensor([-3e38, 0, 3e38, 10])
+    boxes[5] = boxes[7] = torch.tensor([0, 0, 1e20, 1e20])
+    boxes[9] = torch.tensor([-float("inf"), 0, 10, 10])
+    boxes[11] = torch.tensor([0, 0, float("inf"), float("inf")])
+    assert np.array_equal(kernel_harness.nms_mask(emulated, boxes, 0.5), suppression_mask(boxes, 0.5))
+
+
 def test_nms_kernel_on_empty_input(emulated):
     assert kernel_harness.nms(emulated, torch.zeros(0, 4), torch.zeros(0), 0.5).shape == (0,)
     assert kernel_harness.nms_mask(emulated, torch.zeros(0, 4), 0.5).shape == (0, 0)

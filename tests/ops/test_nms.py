@@ -74,6 +74,23 @@ def test_extreme_thresholds(threshold):
     assert torch.equal(nms(boxes, scores, threshold), reference_nms(boxes, scores, threshold))
 
 
+def test_huge_and_infinite_boxes():
+    # Widths or areas that overflow float32, and infinite corners: such boxes
+    # never suppress, and must not upset the pruning of the others.
+    generator = torch.Generator().manual_seed(9)
+    boxes = clustered_boxes(generator, 40)
+    boxes[3] = torch.tensor([-3e38, 0, 3e38, 10])
+    boxes[5] = torch.tensor([0, 0, 1e20, 1e20])
+    boxes[7] = torch.tensor([0, 0, 1e20, 1e20])
+    boxes[9] = torch.tensor([-float("inf"), 0, 10, 10])
+    boxes[11] = torch.tensor([0, 0, float("inf"), float("inf")])
+    scores = torch.rand(40, generator=generator)
+    with np.errstate(over="ignore", invalid="ignore"):
+        expected = reference_nms(boxes, scores, 0.5)
+    assert torch.equal(nms(boxes, scores, 0.5), expected)
+    assert np.array_equal(nms_module.suppression_mask(boxes, 0.5), nms_module._dense_mask(boxes, 0.5))
+
+
 def test_integer_boxes_and_exact_iou_are_not_suppressed():
     # IoU exactly 0.5 (inclusive pixels: 10×10 and 10×5 inside it) stays;
     # strictly greater goes.
