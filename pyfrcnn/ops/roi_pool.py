@@ -84,8 +84,11 @@ def roi_pool_forward_cpu(features, rois, pooled_h, pooled_w, spatial_scale):
     best, other = torch.empty((2, step, channels), dtype=torch.float64)
     for level_h, level_w, table in _sparse_tables(keys.view(num, height, width, channels), bins["levels"]):
         group = torch.nonzero((bins["level_h"] == level_h) & (bins["level_w"] == level_w))[:, 0]
+        # Corners are (top, left), (top, right), (bottom, left), (bottom, right);
+        # at level 0 a window is the whole bin, and its two corners are one.
+        distinct = [y + x for y in ([0, 2] if level_h else [0]) for x in ([0, 1] if level_w else [0])]
         for part in group.split(step):
-            corners = bins["corners"][:, part]  # pixel rows of the four windows' corners
+            corners = bins["corners"][distinct][:, part]  # pixel rows of the windows' corners
             top = torch.index_select(table, 0, corners[0], out=best[:part.numel()])
             for corner in corners[1:]:
                 torch.maximum(top, torch.index_select(table, 0, corner, out=other[:part.numel()]), out=top)

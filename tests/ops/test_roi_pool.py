@@ -108,6 +108,18 @@ def test_forward_matches_reference_bit_for_bit(case, dtype):
     assert torch.equal(argmax, expected_argmax)
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_relu_features_match_reference(seed):
+    # Non-negative maps (the usual case, half zeros) take their own key rule.
+    generator = torch.Generator().manual_seed(seed)
+    features = torch.relu(torch.randint(-4, 3, (2, 3, 8, 9), generator=generator).float())
+    rois = random_rois(generator, 10, 2, 9 / 0.5)
+    output, argmax = roi_pool_forward_cpu(features, rois, 3, 3, 0.5)
+    expected_output, expected_argmax = reference_roi_pool(features, rois, 3, 3, 0.5)
+    assert_same_bits(output, expected_output)
+    assert torch.equal(argmax, expected_argmax)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_special_values(dtype):
     # -0.0 before 0.0, -inf and -FLT_MAX never beat the starting -FLT_MAX, +inf wins.
