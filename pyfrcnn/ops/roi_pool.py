@@ -112,6 +112,8 @@ def roi_pool_backward_cpu(grad_output, rois, argmax, features_shape, rois_per_ch
     plane = height * width + 1  # slot 0 of each plane takes the empty bins (argmax -1)
     grad = grad_output.new_zeros(num * channels * plane)
     start = (rois[:, 0].long()[:, None] * channels + torch.arange(channels)) * plane + 1
+    if grad.numel() < 2**31:  # int32 indices add without a conversion pass
+        start = start.int()
     for first in range(0, grad_output.shape[0], rois_per_chunk):
         part = slice(first, first + rois_per_chunk)
         index = start[part, :, None, None] + argmax[part]
