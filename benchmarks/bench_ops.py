@@ -55,7 +55,8 @@ def uniform_boxes(count, generator):
 
 
 def _clipped(cx, cy, widths, heights):
-    boxes = torch.stack([cx - widths / 2, cy - heights / 2, cx + widths / 2 - 1, cy + heights / 2 - 1], 1)
+    boxes = torch.stack([cx - widths / 2, cy - heights / 2,
+                         cx + widths / 2 - 1, cy + heights / 2 - 1], 1)
     boxes[:, 0::2] = boxes[:, 0::2].clamp(0, IMAGE_WIDTH - 1)
     boxes[:, 1::2] = boxes[:, 1::2].clamp(0, IMAGE_HEIGHT - 1)
     return boxes
@@ -103,9 +104,9 @@ def bench_roi_pool(torchvision, repeat):
         def forward_backward(op):
             leaf.grad = None
             op(leaf).sum().backward()
-        for task, functions in (
-                ("forward", {name: (lambda op=op: op(features)) for name, op in ops.items()}),
-                ("forward+backward", {name: (lambda op=op: forward_backward(op)) for name, op in ops.items()})):
+        tasks = {"forward": lambda op: op(features), "forward+backward": forward_backward}
+        for task, run in tasks.items():
+            functions = {name: (lambda op=op, run=run: run(op)) for name, op in ops.items()}
             for name, (median, best) in timed(functions, repeat).items():
                 rows.append((f"roi_pool 1×512×38×63, {count} RoIs, {task}", name, median, best))
     return rows

@@ -122,7 +122,8 @@ def _overlapping_pairs(boxes, threshold):
     firsts, seconds = [], []
     scratch = [torch.empty(0, dtype=boxes.dtype) for _ in range(3)] + [torch.empty(0, dtype=torch.bool)]
     limit = boxes.new_tensor(threshold).numpy()[()]  # compared in the boxes' dtype, as the kernel does
-    for rows, cols in _tile_batches(table, layout, loose, slack):
+    windows = _candidate_windows(table, layout, loose, slack)
+    for rows, cols in _tile_batches(windows, layout["size"] - 1):
         a, b = _tile_pairs(table, rows, cols, limit, scratch)
         firsts.append(a)
         seconds.append(b)
@@ -141,8 +142,7 @@ def _width_classes(width, loose):
     logs = torch.log(width.double())
     span = float(logs.max() - logs.min())
     step = max(-math.log(loose) * (1 + MARGIN), span / 16, 1e-12)
-    classes = torch.floor((logs - logs.min()) / step).long()
-    return classes
+    return torch.floor((logs - logs.min()) / step).long()
 
 
 def _padded_layout(classes):
@@ -166,57 +166,58 @@ def _coordinate_table(boxes, slot, size):
     return table
 
 
-def _tile_batches(table, layout, loose, slack):
-    """Yield (rows, cols): rows a B×64 slot matrix of blocks, cols B×K the slots
-    each block is compared with (padded with the NaN slot)."""
+def _candidate_windows(table, layout, loose, slack):
+    """One row per block of 64 slots: (block's first slot, start and length of
+    its window in its own class, start and length of its window in the next
+    class), the windows holding every slot it may overlap with."""
     x1 = table[0]
     counts, class_start = layout["counts"].tolist(), layout["class_start"].tolist()
-    nan_slot = layout["size"] - 1
-    blocks, windows = [], []
+    rows = []
     for cls, count in enumerate(counts):
         if count == 0:
             continue
         start = class_start[cls]
         mine = x1[start:start + count]
-        # Same class: later boxes with x1 within reach of the block's last x1.
-        widths = (table[2, start:start + count] - mine + 1)
-        reach = (1 - loose) * float(widths.max()) + slack
-        block_starts = torch.arange(start, start + count, WORD_BITS)
-        block_last = torch.clamp(block_starts + WORD_BITS - 1, max=start + count - 1)
-        block_first_x = x1[block_starts]
-        block_last_x = x1[block_last]
-        hi = torch.searchsorted(mine, block_last_x + reach, right=True) + start
-        windows.append(torch.stack([block_starts, hi - block_starts], 1))
-        parts = [windows[-1]]
-        # Next class: boxes with x1 within reach either side.
+        widest = float((table[2, start:start + count] - mine + 1).max())
+        blocks = torch.arange(start, start + count, WORD_BITS)
+        first_x = x1[blocks]
+        last_x = x1[torch.clamp(blocks + WORD_BITS - 1, max=start + count - 1)]
+        # Same class: the block's own boxes and later ones within reach.
+        reach = (1 - loose) * widest + slack
+        end = torch.searchsorted(mine, last_x + reach, right=True) + start
+        same = torch.stack([blocks, end - blocks], 1)
+        # Next class: boxes within reach on either side.
+        following = torch.zeros_like(same)
         if cls + 1 < len(counts) and counts[cls + 1]:
-            nstart, ncount = class_start[cls + 1], counts[cls + 1]
-            theirs = x1[nstart:nstart + ncount]
-            nwidths = table[2, nstart:nstart + ncount] - theirs + 1
-            nreach = (1 - loose) * max(float(widths.max()), float(nwidths.max())) + slack
-            lo = torch.searchsorted(theirs, block_first_x - nreach) + nstart
-            nhi = torch.searchsorted(theirs, block_last_x + nreach, right=True) + nstart
-            parts.append(torch.stack([lo, nhi - lo], 1))
-        else:
-            parts.append(torch.zeros_like(windows[-1]))
-        windows[-1] = torch.cat(parts, 1)  # (start, length, start, length)
-        blocks.append(block_starts)
-    blocks, windows = torch.cat(blocks), torch.cat(windows)
-    lengths = windows[:, 1] + windows[:, 3]
+            next_start, next_count = class_start[cls + 1], counts[cls + 1]
+            theirs = x1[next_start:next_start + next_count]
+            next_widest = float((table[2, next_start:next_start + next_count] - theirs + 1).max())
+            reach = (1 - loose) * max(widest, next_widest) + slack
+            begin = torch.searchsorted(theirs, first_x - reach) + next_start
+            end = torch.searchsorted(theirs, last_x + reach, right=True) + next_start
+            following = torch.stack([begin, end - begin], 1)
+        rows.append(torch.cat([blocks[:, None], same, following], 1))
+    return torch.cat(rows)
+
+
+def _tile_batches(windows, nan_slot):
+    """Yield (rows, cols): rows B×64 slots (B blocks), cols B×K the slots each
+    block meets, padded with the NaN slot; blocks of similar K go together."""
+    lengths = windows[:, 2] + windows[:, 4]
     order = torch.argsort(lengths, descending=True)
-    blocks, windows, lengths = blocks[order], windows[order], lengths[order].tolist()
+    windows, lengths = windows[order], lengths[order].tolist()
     lane = torch.arange(WORD_BITS)
-    i = 0
-    while i < len(lengths):
-        width = max(lengths[i], 1)
-        count = max(1, TILE_ELEMENTS // (WORD_BITS * width))
-        w = windows[i:i + count]
+    first = 0
+    while first < len(lengths):
+        width = max(lengths[first], 1)  # the longest of this batch
+        batch = windows[first:first + max(1, TILE_ELEMENTS // (WORD_BITS * width))]
+        block, start, length, next_start, next_length = batch.unbind(1)
         k = torch.arange(width)
-        first, second = w[:, 0:1] + k, w[:, 2:3] + (k - w[:, 1:2])
-        cols = torch.where(k < w[:, 1:2], first, torch.where(k < w[:, 1:2] + w[:, 3:4], second, nan_slot))
-        rows = blocks[i:i + count, None] + lane
-        yield rows, cols
-        i += count
+        cols = torch.where(k < length[:, None], start[:, None] + k,
+                           torch.where(k < (length + next_length)[:, None],
+                                       next_start[:, None] + k - length[:, None], nan_slot))
+        yield block[:, None] + lane, cols
+        first += batch.shape[0]
 
 
 def _tile_pairs(table, rows, cols, threshold, scratch):

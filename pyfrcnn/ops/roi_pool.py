@@ -82,16 +82,18 @@ def roi_pool_forward_cpu(features, rois, pooled_h, pooled_w, spatial_scale):
     step = max(1, CHUNK_ELEMENTS // channels)
     # Gathers go to the same two buffers every time: fresh ones cost page faults.
     best, other = torch.empty((2, step, channels), dtype=torch.float64)
-    for level_h, level_w, table in _sparse_tables(keys.view(num, height, width, channels), bins["levels"]):
+    tables = _sparse_tables(keys.view(num, height, width, channels), bins["levels"])
+    for level_h, level_w, table in tables:
         group = torch.nonzero((bins["level_h"] == level_h) & (bins["level_w"] == level_w))[:, 0]
         # Corners are (top, left), (top, right), (bottom, left), (bottom, right);
         # at level 0 a window is the whole bin, and its two corners are one.
         distinct = [y + x for y in ([0, 2] if level_h else [0]) for x in ([0, 1] if level_w else [0])]
         for part in group.split(step):
             corners = bins["corners"][distinct][:, part]  # pixel rows of the windows' corners
-            top = torch.index_select(table, 0, corners[0], out=best[:part.numel()])
+            top, scratch = best[:part.numel()], other[:part.numel()]
+            torch.index_select(table, 0, corners[0], out=top)
             for corner in corners[1:]:
-                torch.maximum(top, torch.index_select(table, 0, corner, out=other[:part.numel()]), out=top)
+                torch.maximum(top, torch.index_select(table, 0, corner, out=scratch), out=top)
             index, value = decode(top)
             if signed_zeros:  # keys hold 0.0 for -0.0: read zeros back from the map
                 bin_, channel = torch.nonzero(value == 0).unbind(1)
@@ -174,14 +176,18 @@ def _max_keys(pixels, plane_size):
         bits = wide.view(torch.int64) + _EXPONENT_SHIFT
         index = (torch.arange(pixels.shape[0]) % plane_size)[:, None]
         non_negative = bool(merged.amin() >= 0)  # after ReLU: one rule for every key
-        keys = bits | (_INDEX_BITS - index if non_negative else torch.where(bits >= 0, _INDEX_BITS - index, index))
+        if non_negative:
+            keys = bits | (_INDEX_BITS - index)
+        else:
+            keys = bits | torch.where(bits >= 0, _INDEX_BITS - index, index)
 
         def decode(key):
             bits = key.view(torch.int64)
             value = ((bits & ~_INDEX_BITS) - _EXPONENT_SHIFT).view(torch.float64).float()  # 2^128 -> inf
             code = bits.view(torch.int32)[:, 0::2] & _INDEX_BITS  # the low words (little-endian)
-            index = _INDEX_BITS - code if non_negative else torch.where(bits >= 0, _INDEX_BITS - code, code)
-            return index, value
+            if non_negative:
+                return _INDEX_BITS - code, value
+            return torch.where(bits >= 0, _INDEX_BITS - code, code), value
         return keys.view(torch.float64), decode, signed_zeros
 
     values, order = torch.sort(pixels.reshape(-1), descending=True, stable=True)

@@ -94,7 +94,7 @@ def test_huge_and_infinite_boxes():
 def test_integer_boxes_and_exact_iou_are_not_suppressed():
     # IoU exactly 0.5 (inclusive pixels: 10×10 and 10×5 inside it) stays;
     # strictly greater goes.
-    boxes = torch.tensor([[0, 0, 9, 9], [0, 0, 9, 4], [0, 0, 9, 5], [20, 20, 29, 29]], dtype=torch.float32)
+    boxes = torch.tensor([[0, 0, 9, 9], [0, 0, 9, 4], [0, 0, 9, 5], [20, 20, 29, 29.0]])
     scores = torch.tensor([0.9, 0.8, 0.7, 0.6])
     assert torch.equal(nms(boxes, scores, 0.5), torch.tensor([0, 1, 3]))
     assert torch.equal(reference_nms(boxes, scores, 0.5), torch.tensor([0, 1, 3]))
