@@ -136,3 +136,22 @@ detection:
     losses = [float(line.split("= ")[1].split()[0]) for line in log.splitlines()
               if "Train net output" in line]
     assert len(losses) == 8 and all(math.isfinite(v) for v in losses)
+
+
+def test_vgg16_solver_is_py_faster_rcnns_recipe():
+    from pyfrcnn.solver_config import load_solver
+
+    c = load_solver(str(REPO_DIR / "solvers" / "vgg16_solver.yaml"))
+    assert (c.base_lr, c.lr_policy, c.gamma, c.stepsize, c.max_iter) == (0.001, "step", 0.1, 50000, 70000)
+    assert (c.momentum, c.weight_decay, c.iter_size, c.snapshot) == (0.9, 0.0005, 2, 10000)
+    assert c.sections["data"].train == "voc_2007_trainval"
+    assert c.train_net.endswith("prototxt/vgg16/train.prototxt")
+
+
+def test_vgg16_solver_without_voc_says_where_the_data_goes(tmp_path, monkeypatch, capsys, caplog):
+    monkeypatch.chdir(tmp_path)  # no data/VOCdevkit2007 here
+    status = main(["solve", str(REPO_DIR / "solvers" / "vgg16_solver.yaml"), "--out", str(tmp_path / "run")])
+    assert status == 1
+    err = capsys.readouterr().err + caplog.text
+    assert "data/VOCdevkit2007/VOC2007" in err and "solvers/shapes_solver.yaml" in err
+    assert not list((tmp_path / "run").glob("*.weights"))

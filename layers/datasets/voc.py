@@ -71,7 +71,9 @@ def open_voc(folder, image_set, cache_dir=None, classes=None, name=None, strict=
 def _check_layout(folder, set_file, image_set):
     if not os.path.isdir(folder):
         raise DataError(f"VOC folder '{folder}' not found: the data must be there, laid out as "
-                        f"the VOC devkit (Annotations/, JPEGImages/, ImageSets/Main/)")
+                        f"the VOC devkit (Annotations/, JPEGImages/, ImageSets/Main/); without "
+                        f"VOC, `pyfrcnn solve solvers/shapes_solver.yaml` trains on the built-in "
+                        f"shapes data")
     if not os.path.isfile(set_file):
         main = os.path.join(folder, "ImageSets", "Main")
         sets = sorted(f[:-4] for f in os.listdir(main) if f.endswith(".txt") and "_" not in f) \
