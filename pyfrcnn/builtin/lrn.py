@@ -39,13 +39,16 @@ class LRN(Layer):
     def forward(self, x):
         half = (self.size - 1) // 2
         square = x * x
+        # Zero padding is explicit: torch's pooling rejects a window larger than the
+        # unpadded input (fewer channels than local_size), which Caffe allows.
         if self.across:
-            # A size x 1 x 1 window over (C, H, W); padding counts as zeros.
-            mean = F.avg_pool3d(square.unsqueeze(1), (self.size, 1, 1), 1, (half, 0, 0),
-                                count_include_pad=True).squeeze(1)
+            # A size x 1 x 1 window over (C, H, W).
+            padded = F.pad(square, (0, 0, 0, 0, half, self.size - 1 - half))
+            mean = F.avg_pool3d(padded.unsqueeze(1), (self.size, 1, 1), 1).squeeze(1)
             scale = self.k + self.alpha * mean
         else:
-            mean = F.avg_pool2d(square, self.size, 1, half, count_include_pad=True)
+            padded = F.pad(square, (half, self.size - 1 - half, half, self.size - 1 - half))
+            mean = F.avg_pool2d(padded, self.size, 1)
             scale = 1.0 + self.alpha * mean
         return x * scale.pow(-self.beta)
 

@@ -86,3 +86,15 @@ def test_gradcheck(seed, region):
     params = f"lrn_param {{ norm_region: {region} local_size: 3 alpha: 0.5 beta: 0.75 k: 2 }}"
     net = one_layer_net("LRN", params, x=(1, 4, 3, 2))
     assert gradcheck_net(net, x=torch.randn(1, 4, 3, 2))
+
+
+def test_windows_larger_than_the_blob_as_caffe():
+    """Fewer channels (or a smaller map) than local_size: Caffe pads with zeros."""
+    net = one_layer_net("LRN", "lrn_param { local_size: 5 alpha: 1.0 beta: 0.75 }", x=(1, 2, 3, 3))
+    x = torch.randn(1, 2, 3, 3)
+    np.testing.assert_allclose(net.forward(x=x)["out"].numpy(),
+                               caffe_lrn_across(x.double().numpy(), 5, 1.0, 0.75, 1.0), rtol=1e-5, atol=1e-6)
+    net = one_layer_net("LRN", "lrn_param { norm_region: WITHIN_CHANNEL local_size: 5 }", x=(1, 1, 2, 3))
+    x = torch.randn(1, 1, 2, 3)
+    np.testing.assert_allclose(net.forward(x=x)["out"].numpy(),
+                               caffe_lrn_within(x.double().numpy(), 5, 1.0, 0.75), rtol=1e-5, atol=1e-6)
