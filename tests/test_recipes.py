@@ -37,7 +37,10 @@ def test_main_job_snapshots_and_scores(shapes_run):
     tmp, out = shapes_run
     layers, meta = load_weights_file(str(out / "fast_shapes_iter_20.weights"), with_meta=True)
     assert meta["classes"] == ["__background__", "circle", "square", "triangle", "star", "cross"]
-    assert list(meta["detection"]["TRAIN"]["SCALES"]) == [320]
+    from pyfrcnn.solver_config import load_solver
+
+    scales = load_solver(SHAPES_SOLVER).sections["detection"].TRAIN.SCALES
+    assert list(meta["detection"]["TRAIN"]["SCALES"]) == list(scales)
     assert (out / "fast_shapes_iter_20.solverstate").exists()
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     train = [r for r in records if r["kind"] == "train"]
