@@ -29,6 +29,7 @@ from PIL import Image
 from layers.datasets.shapes import ShapesConfig, render_image
 from layers.image import image_to_blob, load_image
 from layers.prefetch import Prefetcher
+from machine import cpu_model
 
 MEANS = (102.9801, 115.9465, 122.7717)
 
@@ -41,17 +42,6 @@ def make_images(folder, count):
         image.resize((500, 375), Image.Resampling.BILINEAR).save(path, "JPEG", quality=90)
         paths.append(path)
     return paths
-
-
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def rate(run, count, repeats):

@@ -16,13 +16,13 @@ slightly different boxes; its roi_pool has Caffe's semantics and must agree.
 """
 
 import argparse
-import platform
 import statistics
 import time
 
 import torch
 
 from pyfrcnn.ops import nms, roi_pool
+from machine import cpu_model
 
 IMAGE_HEIGHT, IMAGE_WIDTH, STRIDE = 600, 1000, 16
 
@@ -126,7 +126,7 @@ def main():
             import torchvision
         except ImportError:
             print("torchvision is not importable: timing pyfrcnn only")
-    print(f"{_cpu_model()}, {torch.get_num_threads()} torch thread(s), torch {torch.__version__}"
+    print(f"{cpu_model()}, {torch.get_num_threads()} torch thread(s), torch {torch.__version__}"
           + (f", torchvision {torchvision.__version__}" if torchvision else ""))
     rows = bench_nms(torchvision, args.repeat, args.boxes) + bench_roi_pool(torchvision, args.repeat)
     width = max(len(row[0]) for row in rows)
@@ -134,17 +134,6 @@ def main():
     print(f"|-{'-' * width}-|-------------|-----------|--------|")
     for case, name, median, best in rows:
         print(f"| {case:{width}} | {name:11} | {median * 1e3:9.1f} | {best * 1e3:6.1f} |")
-
-
-def _cpu_model():
-    try:
-        with open("/proc/cpuinfo") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 if __name__ == "__main__":

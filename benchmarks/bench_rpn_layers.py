@@ -29,6 +29,7 @@ from layers.proposal import ProposalLayer
 from layers.proposal_target import ProposalTargetLayer
 from pyfrcnn.ops import nms
 from pyfrcnn.proto import pyfrcnn_pb2 as pb
+from machine import cpu_model
 
 HEIGHT, WIDTH, A = 38, 63, 9
 IM_INFO = [[600.0, 1000.0, 1.6]]
@@ -80,17 +81,6 @@ def pre_nms_boxes(anchors, prob, deltas, im_info, top_n):
     keep = (w >= 16 * im_info[0, 2]) & (h >= 16 * im_info[0, 2])
     scores, order = scores[keep].sort(descending=True, stable=True)
     return boxes[keep][order[:top_n]], scores[:top_n]
-
-
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main():
