@@ -12,8 +12,6 @@ constant 1); then, with bias_term, a bias of the scale's shape filled by
 bias_filler (default constant 0).
 """
 
-import torch
-
 from ..layer import Layer, canonical_axis, count
 from ..net import format_shape
 from ..proto import pyfrcnn_pb2 as pb
