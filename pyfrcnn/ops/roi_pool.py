@@ -20,15 +20,17 @@ every bin, small or large, costs four gathers of whole channel vectors from a
 channels-last table and three maxima, whatever the size of its RoI.
 """
 
+import math
+
 import torch
 
 from pyfrcnn.ops import _cuda
 
 # Caffe starts every non-empty bin at -FLT_MAX, for double too.
 FLT_MAX = 3.4028234663852886e38
-# Keys gathered at once in the first step.
-CHUNK_ELEMENTS = 1 << 19
-_INDEX_BITS = (1 << 29) - 1
+# Keys gathered and decoded at once.
+CHUNK_ELEMENTS = 1 << 17
+_INDEX_BITS = (1 << 28) - 1
 _EXPONENT_SHIFT = 256 << 52
 
 
@@ -36,18 +38,20 @@ def roi_pool(features, rois, output_size, spatial_scale):
     """Max-pool each RoI of `rois` on `features` into an R×C×ph×pw blob."""
     pooled_h, pooled_w = _pair(output_size)
     _check(features, rois, pooled_h, pooled_w)
-    return _RoIPool.apply(features, rois, (pooled_h, pooled_w), float(spatial_scale))
+    with_argmax = torch.is_grad_enabled() and features.requires_grad
+    return _RoIPool.apply(features, rois, (pooled_h, pooled_w), float(spatial_scale), with_argmax)
 
 
 class _RoIPool(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, features, rois, output_size, spatial_scale):
+    def forward(ctx, features, rois, output_size, spatial_scale, with_argmax):
         pooled_h, pooled_w = output_size
         if features.is_cuda and _cuda.available():
             output, argmax = _cuda.roi_pool_forward(
                 features.contiguous(), rois.contiguous(), pooled_h, pooled_w, spatial_scale)
         else:
-            output, argmax = roi_pool_forward_cpu(features, rois, pooled_h, pooled_w, spatial_scale)
+            output, argmax = roi_pool_forward_cpu(features, rois, pooled_h, pooled_w, spatial_scale,
+                                                  with_argmax)
         ctx.save_for_backward(rois, argmax)
         ctx.features_shape = features.shape
         return output
@@ -56,57 +60,82 @@ class _RoIPool(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_output):
         rois, argmax = ctx.saved_tensors
+        if argmax is None:
+            raise RuntimeError("roi_pool: the forward ran without gradients, so it kept no argmax")
         if grad_output.is_cuda and _cuda.available():
             grad = _cuda.roi_pool_backward(grad_output.contiguous(), rois.contiguous(), argmax,
                                            ctx.features_shape)
         else:
             grad = roi_pool_backward_cpu(grad_output, rois, argmax, ctx.features_shape)
-        return grad, None, None, None
+        return grad, None, None, None, None
 
 
-def roi_pool_forward_cpu(features, rois, pooled_h, pooled_w, spatial_scale):
-    """(output, argmax) of ROIPooling with torch ops on the CPU."""
+def roi_pool_forward_cpu(features, rois, pooled_h, pooled_w, spatial_scale, with_argmax=True):
+    """(output, argmax) of ROIPooling with torch ops on the CPU. Without
+    `with_argmax` (nothing to differentiate) argmax is None and, unless the
+    map holds -0.0, the maxima are taken of the values themselves. NaN is
+    never a maximum, as in Caffe, whose comparisons skip it."""
     device = features.device
     features, rois = features.cpu(), rois.cpu()
     num, channels, height, width = features.shape
     num_rois = rois.shape[0]
-    output = features.new_zeros((num_rois, channels, pooled_h, pooled_w))
-    argmax = torch.full(output.shape, -1, dtype=torch.int32)
-    if output.numel() == 0 or height * width == 0:
-        return output.to(device), argmax.to(device)
-    pixels = features.permute(0, 2, 3, 1).reshape(num * height * width, channels)
-    keys, decode, signed_zeros = _max_keys(pixels, height * width)
+    shape = (num_rois, channels, pooled_h, pooled_w)
+    if num_rois * channels == 0 or height * width == 0:
+        argmax = torch.full(shape, -1, dtype=torch.int32, device=device) if with_argmax else None
+        return features.new_zeros(shape).to(device), argmax
+    pixels = features.permute(0, 2, 3, 1).reshape(num * height * width, channels).contiguous()
+    if pixels.isnan().any():  # Caffe's comparisons never pick NaN; as -inf, a max does not either
+        pixels = pixels.nan_to_num(-math.inf, math.inf, -math.inf)
+    if with_argmax or _has_negative_zero(pixels):
+        keys, decode, signed_zeros = _max_keys(pixels, height * width)
+    else:
+        keys, decode, signed_zeros = pixels, None, False
     grid = _bins(rois, pooled_h, pooled_w, spatial_scale, height, width)
     bins = _bin_list(grid, height, width)
-    output_bins, argmax_bins = output.view(num_rois, channels, -1), argmax.view(num_rois, channels, -1)
+    # Every bin is written: the outputs need no filling.
+    output = features.new_empty(shape)
+    argmax = torch.empty(shape, dtype=torch.int32) if decode else None
+    output_bins = output.view(num_rois, channels, -1).transpose(1, 2)  # (R, ph·pw, C) views
+    argmax_bins = argmax.view(num_rois, channels, -1).transpose(1, 2) if decode else None
+    # Bins go a chunk at a time through buffers allocated once, small enough
+    # to stay in cache (fresh large ones cost page faults).
     step = max(1, CHUNK_ELEMENTS // channels)
-    # Gathers go to the same two buffers every time: fresh ones cost page faults.
-    best, other = torch.empty((2, step, channels), dtype=torch.float64)
-    tables = _sparse_tables(keys.view(num, height, width, channels), bins["levels"])
-    for level_h, level_w, table in tables:
+    best, other = torch.empty((2, step, channels), dtype=keys.dtype)
+    value = torch.empty((step, channels), dtype=features.dtype)
+    index = torch.empty((step, channels), dtype=torch.int32)
+    work = torch.empty((step, channels), dtype=torch.int64)
+    for level_h, level_w, table in _sparse_tables(keys.view(num, height, width, channels),
+                                                  bins["levels"]):
         group = torch.nonzero((bins["level_h"] == level_h) & (bins["level_w"] == level_w))[:, 0]
         # Corners are (top, left), (top, right), (bottom, left), (bottom, right);
         # at level 0 a window is the whole bin, and its two corners are one.
         distinct = [y + x for y in ([0, 2] if level_h else [0]) for x in ([0, 1] if level_w else [0])]
-        for part in group.split(step):
-            corners = bins["corners"][distinct][:, part]  # pixel rows of the windows' corners
-            top, scratch = best[:part.numel()], other[:part.numel()]
-            torch.index_select(table, 0, corners[0], out=top)
-            for corner in corners[1:]:
+        corners = bins["corners"][distinct][:, group]  # pixel rows of the windows' corners
+        for first in range(0, group.numel(), step):
+            part = group[first:first + step]
+            size = part.numel()
+            top, scratch = best[:size], other[:size]
+            torch.index_select(table, 0, corners[0, first:first + size], out=top)
+            for corner in corners[1:, first:first + size]:
                 torch.maximum(top, torch.index_select(table, 0, corner, out=scratch), out=top)
-            index, value = decode(top)
+            roi, where = bins["roi"][part], bins["bin"][part]
+            if decode is None:
+                output_bins[roi, where] = top
+                continue
+            decode(top, value[:size], index[:size], work[:size])
             if signed_zeros:  # keys hold 0.0 for -0.0: read zeros back from the map
-                bin_, channel = torch.nonzero(value == 0).unbind(1)
+                bin_, channel = torch.nonzero(value[:size] == 0).unbind(1)
                 row = bins["batch"][part][bin_] * (height * width) + index[bin_, channel]
                 value[bin_, channel] = pixels[row, channel]
-            roi, where = bins["roi"][part], bins["bin"][part]
-            output_bins[roi, :, where] = value
-            argmax_bins[roi, :, where] = index
+            output_bins[roi, where] = value[:size]
+            argmax_bins[roi, where] = index[:size]
     _caffe_rules(output, argmax, grid["empty"][:, None])
+    if not with_argmax:
+        return output.to(device), None
     return output.to(device), argmax.to(device)
 
 
-def roi_pool_backward_cpu(grad_output, rois, argmax, features_shape, rois_per_chunk=64):
+def roi_pool_backward_cpu(grad_output, rois, argmax, features_shape):
     """Gradient w.r.t. the features: each output's gradient added at its argmax."""
     device = grad_output.device
     grad_output, rois, argmax = grad_output.cpu(), rois.cpu(), argmax.cpu()
@@ -114,12 +143,14 @@ def roi_pool_backward_cpu(grad_output, rois, argmax, features_shape, rois_per_ch
     plane = height * width + 1  # slot 0 of each plane takes the empty bins (argmax -1)
     grad = grad_output.new_zeros(num * channels * plane)
     start = (rois[:, 0].long()[:, None] * channels + torch.arange(channels)) * plane + 1
-    if grad.numel() < 2**31:  # int32 indices add without a conversion pass
-        start = start.int()
-    for first in range(0, grad_output.shape[0], rois_per_chunk):
-        part = slice(first, first + rois_per_chunk)
-        index = start[part, :, None, None] + argmax[part]
-        grad.index_add_(0, index.view(-1), grad_output[part].reshape(-1))
+    num_rois, pooled = argmax.shape[0], argmax.shape[2:]
+    chunk = max(1, CHUNK_ELEMENTS // (channels * pooled.numel()))  # RoIs at a time
+    index = torch.empty((chunk, channels) + pooled, dtype=torch.int64)
+    for first in range(0, num_rois, chunk):
+        part = slice(first, first + chunk)
+        where = index[:argmax[part].shape[0]]
+        torch.add(start[part, :, None, None], argmax[part], out=where)
+        grad.scatter_add_(0, where.view(-1), grad_output[part].reshape(-1))
     grad = grad.view(num, channels, plane)[:, :, 1:].reshape(features_shape)
     return grad.to(device)
 
@@ -151,10 +182,17 @@ def _round_half_away(x):
     return torch.where((x - whole).abs() >= 0.5, whole + torch.sign(x), whole)
 
 
+def _has_negative_zero(pixels):
+    """Whether the map holds -0.0, which a plain max does not tell from 0.0
+    as Caffe's first-wins order does."""
+    return bool(torch.signbit(pixels[pixels == 0]).any())
+
+
 def _max_keys(pixels, plane_size):
     """float64 keys, one per pixel and channel, whose max marks the max value
     and, among equal values, the first pixel in row-major order; and `decode`,
-    from keys to (int32 h*W + w of that pixel, its value); and whether the map
+    from a chunk of keys to its values and int32 indices h*W + w, written to
+    `value` and `index` (with an int64 `work` buffer); and whether the map
     holds -0.0, which float32 keys merge into 0.0. float64 because its max is
     vectorised where int64's is not.
 
@@ -167,7 +205,7 @@ def _max_keys(pixels, plane_size):
     channels = pixels.shape[1]
     if pixels.dtype == torch.float32:
         if plane_size > _INDEX_BITS:
-            raise ValueError(f"roi_pool: a feature map of {plane_size} pixels exceeds 2^29")
+            raise ValueError(f"roi_pool: a feature map of {plane_size} pixels exceeds 2^28")
         merged = pixels + 0.0  # -0.0 becomes 0.0
         signed_zeros = not torch.equal(merged.view(torch.int32), pixels.view(torch.int32))
         wide = merged.double()
@@ -181,22 +219,27 @@ def _max_keys(pixels, plane_size):
         else:
             keys = bits | torch.where(bits >= 0, _INDEX_BITS - index, index)
 
-        def decode(key):
+        def decode(key, value, index, work):
             bits = key.view(torch.int64)
-            value = ((bits & ~_INDEX_BITS) - _EXPONENT_SHIFT).view(torch.float64).float()  # 2^128 -> inf
-            code = bits.view(torch.int32)[:, 0::2] & _INDEX_BITS  # the low words (little-endian)
+            # Scaling by 2^-256 is exact; the index bits, below the rounding
+            # bit, are then cut by the conversion (and 2^128 becomes inf).
+            value.copy_(torch.mul(key, 2.0 ** -256, out=work.view(torch.float64)))
+            low_words = bits.view(torch.int32)[:, 0::2]  # little-endian
             if non_negative:
-                return _INDEX_BITS - code, value
-            return torch.where(bits >= 0, _INDEX_BITS - code, code), value
+                torch.bitwise_and(torch.bitwise_not(low_words, out=index), _INDEX_BITS, out=index)
+            else:
+                torch.bitwise_and(low_words, _INDEX_BITS, out=index)
+                index.copy_(torch.where(bits >= 0, _INDEX_BITS - index, index))
         return keys.view(torch.float64), decode, signed_zeros
 
     values, order = torch.sort(pixels.reshape(-1), descending=True, stable=True)
     keys = torch.empty(order.shape, dtype=torch.float64)
     keys[order] = -torch.arange(order.numel(), dtype=torch.float64)
 
-    def decode(key):
-        rank = (-key).long()
-        return (order[rank] // channels % plane_size).int(), values[rank]
+    def decode(key, value, index, work):
+        rank = key.neg_().long()
+        index.copy_(order[rank] // channels % plane_size)
+        value.copy_(values[rank])
     return keys.view(pixels.shape), decode, False
 
 
@@ -274,14 +317,16 @@ def _double(source, target, dim, shift):
 
 def _caffe_rules(output, argmax, empty):
     """Caffe's rules on top of the max, in place: a bin starts at -FLT_MAX and
-    takes only greater values; an empty bin is 0 with argmax -1."""
+    takes only greater values; an empty bin is 0 with argmax -1 (argmax may
+    be None)."""
     if output.amin() <= -FLT_MAX:
-        beaten = output > -FLT_MAX
+        if argmax is not None:
+            argmax.masked_fill_(output <= -FLT_MAX, -1)
         output.clamp_(min=-FLT_MAX)
-        argmax.masked_fill_(~beaten, -1)
     if empty.any():
         output.masked_fill_(empty, 0)
-        argmax.masked_fill_(empty, -1)
+        if argmax is not None:
+            argmax.masked_fill_(empty, -1)
 
 
 def _pair(output_size):

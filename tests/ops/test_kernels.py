@@ -78,7 +78,7 @@ def test_roi_pool_kernels_match_cpu_path(emulated, case, dtype):
     seed, num, channels, height, width, num_rois, pooled, scale = case
     generator = torch.Generator().manual_seed(seed)
     features = torch.randint(-3, 4, (num, channels, height, width), generator=generator).to(dtype)
-    features[0, 0, 0, :2] = torch.tensor([-0.0, 0.0], dtype=dtype)
+    features[0, 0, 0, :3] = torch.tensor([-0.0, 0.0, math.nan], dtype=dtype)
     rois = random_rois(generator, num_rois, num, max(height, width) / scale, dtype)
     output, argmax = kernel_harness.roi_pool_forward(emulated, features, rois, *pooled, scale)
     expected_output, expected_argmax = roi_pool_forward_cpu(features, rois, *pooled, scale)

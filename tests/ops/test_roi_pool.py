@@ -108,6 +108,52 @@ def test_forward_matches_reference_bit_for_bit(case, dtype):
     assert torch.equal(argmax, expected_argmax)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("case", CASES)
+def test_forward_without_argmax_matches_reference(case, dtype):
+    # Nothing to differentiate: the maxima come from the values themselves.
+    seed, num, channels, height, width, num_rois, pooled, scale = case
+    generator = torch.Generator().manual_seed(seed)
+    features = torch.randint(-3, 4, (num, channels, height, width), generator=generator).to(dtype)
+    rois = random_rois(generator, num_rois, num, max(height, width) / scale, dtype)
+    output, argmax = roi_pool_forward_cpu(features, rois, *pooled, scale, with_argmax=False)
+    assert argmax is None
+    assert_same_bits(output, reference_roi_pool(features, rois, *pooled, scale)[0])
+
+
+@pytest.mark.parametrize("with_argmax", [True, False])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_nan_is_never_a_maximum(dtype, with_argmax):
+    # Caffe's `value > max` is false for NaN: a bin of NaN only stays at -FLT_MAX.
+    generator = torch.Generator().manual_seed(8)
+    features = torch.randint(-3, 4, (2, 3, 6, 7), generator=generator).to(dtype)
+    features[features == 2] = math.nan
+    features[0, :, :2, :2] = math.nan
+    rois = torch.cat([random_rois(generator, 12, 2, 7 / 0.5, dtype),
+                      torch.tensor([[0, 0, 0, 2, 2]], dtype=dtype)])
+    output, argmax = roi_pool_forward_cpu(features, rois, 2, 3, 0.5, with_argmax=with_argmax)
+    expected_output, expected_argmax = reference_roi_pool(features, rois, 2, 3, 0.5)
+    assert not output.isnan().any() and (output[-1] == -FLT_MAX).any()
+    assert_same_bits(output, expected_output)
+    if with_argmax:
+        assert torch.equal(argmax, expected_argmax)
+
+
+def test_op_keeps_an_argmax_only_for_gradients():
+    generator = torch.Generator().manual_seed(9)
+    features = torch.randn(1, 3, 6, 6, generator=generator)
+    rois = random_rois(generator, 5, 1, 12)
+    expected, _ = reference_roi_pool(features, rois, 2, 2, 0.5)
+    assert_same_bits(roi_pool(features, rois, 2, 0.5), expected)
+    leaf = features.clone().requires_grad_()
+    with torch.no_grad():
+        assert_same_bits(roi_pool(leaf, rois, 2, 0.5), expected)
+    output = roi_pool(leaf, rois, 2, 0.5)
+    assert_same_bits(output.detach(), expected)
+    output.sum().backward()
+    assert leaf.grad.abs().sum() > 0
+
+
 @pytest.mark.parametrize("seed", [0, 1])
 def test_relu_features_match_reference(seed):
     # Non-negative maps (the usual case, half zeros) take their own key rule.
@@ -133,6 +179,9 @@ def test_special_values(dtype):
     assert_same_bits(output, expected_output)
     assert torch.equal(argmax, expected_argmax)
     assert argmax[3].item() == -1 and output[3].item() == -FLT_MAX
+    # Without an argmax too: the -0.0 sends it to the keys.
+    assert_same_bits(roi_pool_forward_cpu(features, rois, 1, 1, 1.0, with_argmax=False)[0],
+                     expected_output)
 
 
 def test_backward_matches_reference(device):
@@ -188,16 +237,18 @@ def test_rois_outside_the_map_pool_nothing():
     assert torch.equal(grad, torch.zeros_like(grad))
 
 
-def test_many_chunks_match_reference(monkeypatch):
+@pytest.mark.parametrize("with_argmax", [True, False])
+def test_many_chunks_match_reference(monkeypatch, with_argmax):
     # A tiny budget: RoIs of every size class split into many chunks.
     monkeypatch.setattr(roi_pool_module, "CHUNK_ELEMENTS", 256)
     generator = torch.Generator().manual_seed(7)
     features = torch.randn(1, 16, 12, 20, generator=generator)
     rois = random_rois(generator, 40, 1, 20 / 0.5)
-    output, argmax = roi_pool_forward_cpu(features, rois, 3, 3, 0.5)
+    output, argmax = roi_pool_forward_cpu(features, rois, 3, 3, 0.5, with_argmax=with_argmax)
     expected_output, expected_argmax = reference_roi_pool(features, rois, 3, 3, 0.5)
     assert_same_bits(output, expected_output)
-    assert torch.equal(argmax, expected_argmax)
+    if with_argmax:
+        assert torch.equal(argmax, expected_argmax)
 
 
 def test_bad_input_is_named():
