@@ -21,6 +21,7 @@ channels-last table and three maxima, whatever the size of its RoI.
 """
 
 import math
+import threading
 
 import torch
 
@@ -32,6 +33,25 @@ FLT_MAX = 3.4028234663852886e38
 CHUNK_ELEMENTS = 1 << 17
 _INDEX_BITS = (1 << 28) - 1
 _EXPONENT_SHIFT = 256 << 52
+
+
+class _Scratch(threading.local):
+    """Large scratch tensors kept from call to call, per thread: a fresh
+    tensor of megabytes costs page faults on every call (one table of
+    VGG16's conv5_3 at 600×1000 is 9.8 MB in float64)."""
+
+    def __init__(self):
+        self.storage = {}
+
+    def get(self, slot, shape, dtype):
+        size = math.prod(shape)
+        storage = self.storage.get((slot, dtype))
+        if storage is None or storage.numel() < size:
+            storage = self.storage[slot, dtype] = torch.empty(size, dtype=dtype)
+        return storage[:size].view(shape)
+
+
+_SCRATCH = _Scratch()
 
 
 def roi_pool(features, rois, output_size, spatial_scale):
@@ -184,8 +204,10 @@ def _round_half_away(x):
 
 def _has_negative_zero(pixels):
     """Whether the map holds -0.0, which a plain max does not tell from 0.0
-    as Caffe's first-wins order does."""
-    return bool(torch.signbit(pixels[pixels == 0]).any())
+    as Caffe's first-wins order does. -0.0 is the one value whose bits are
+    the sign bit alone: the least integer of its width."""
+    as_int = torch.int32 if pixels.dtype == torch.float32 else torch.int64
+    return bool((pixels.view(as_int) == torch.iinfo(as_int).min).any())
 
 
 def _max_keys(pixels, plane_size):
@@ -206,18 +228,18 @@ def _max_keys(pixels, plane_size):
     if pixels.dtype == torch.float32:
         if plane_size > _INDEX_BITS:
             raise ValueError(f"roi_pool: a feature map of {plane_size} pixels exceeds 2^28")
-        merged = pixels + 0.0  # -0.0 becomes 0.0
-        signed_zeros = not torch.equal(merged.view(torch.int32), pixels.view(torch.int32))
-        wide = merged.double()
-        if not torch.isfinite(wide.sum()):
-            wide = torch.where(wide.isinf(), wide.sign() * 2.0 ** 128, wide)
-        bits = wide.view(torch.int64) + _EXPONENT_SHIFT
+        signed_zeros = _has_negative_zero(pixels)
+        keys = _SCRATCH.get("keys", pixels.shape, torch.float64)
+        keys.copy_(pixels).add_(0.0)  # widened; -0.0 becomes 0.0
+        if not torch.isfinite(keys.sum()):
+            keys.clamp_(-2.0 ** 128, 2.0 ** 128)
+        bits = keys.view(torch.int64).add_(_EXPONENT_SHIFT)
         index = (torch.arange(pixels.shape[0]) % plane_size)[:, None]
-        non_negative = bool(merged.amin() >= 0)  # after ReLU: one rule for every key
+        non_negative = bool(pixels.amin() >= 0)  # after ReLU: one rule for every key
         if non_negative:
-            keys = bits | (_INDEX_BITS - index)
+            bits.bitwise_or_(_INDEX_BITS - index)
         else:
-            keys = bits | torch.where(bits >= 0, _INDEX_BITS - index, index)
+            bits.bitwise_or_(torch.where(bits >= 0, _INDEX_BITS - index, index))
 
         def decode(key, value, index, work):
             bits = key.view(torch.int64)
@@ -230,7 +252,7 @@ def _max_keys(pixels, plane_size):
             else:
                 torch.bitwise_and(low_words, _INDEX_BITS, out=index)
                 index.copy_(torch.where(bits >= 0, _INDEX_BITS - index, index))
-        return keys.view(torch.float64), decode, signed_zeros
+        return keys, decode, signed_zeros
 
     values, order = torch.sort(pixels.reshape(-1), descending=True, stable=True)
     keys = torch.empty(order.shape, dtype=torch.float64)
@@ -285,25 +307,26 @@ def _sparse_tables(keys, levels):
     wanted = {}
     for level_h, level_w in levels:
         wanted[level_h] = max(wanted.get(level_h, 0), level_w)
-    rows, spare_rows, spare_cols = keys, None, []
+    # Two row tables and two column tables at most are alive at once.
+    row_slots, col_slots = ["rows 0", "rows 1"], ["columns 0", "columns 1"]
+    rows = keys
     for level_h in range(max(wanted) + 1):
         if level_h:
-            spare_rows = torch.empty_like(keys) if spare_rows is None else spare_rows
-            _double(rows, spare_rows, 1, 1 << (level_h - 1))
-            rows, spare_rows = spare_rows, (None if rows is keys else rows)
+            slot = row_slots[level_h % 2]
+            target = _SCRATCH.get(slot, keys.shape, keys.dtype)
+            _double(rows, target, 1, 1 << (level_h - 1))
+            rows = target
         if level_h not in wanted:
             continue
         table = rows
-        for level_w in range(wanted[level_h] + 1):
-            if level_w:
-                target = next((t for t in spare_cols if t is not table), None)
-                if target is None:
-                    target = torch.empty_like(keys)
-                    spare_cols.append(target)
-                _double(table, target, 2, 1 << (level_w - 1))
-                table = target
-            if (level_h, level_w) in levels:
-                yield level_h, level_w, table.view(-1, channels)
+        for level_w in range(1, wanted[level_h] + 1):
+            if (level_h, level_w - 1) in levels:
+                yield level_h, level_w - 1, table.view(-1, channels)
+            target = _SCRATCH.get(col_slots[level_w % 2], keys.shape, keys.dtype)
+            _double(table, target, 2, 1 << (level_w - 1))
+            table = target
+        if (level_h, wanted[level_h]) in levels:
+            yield level_h, wanted[level_h], table.view(-1, channels)
 
 
 def _double(source, target, dim, shift):
