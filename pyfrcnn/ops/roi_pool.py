@@ -9,15 +9,18 @@
 The RoI is scaled by `spatial_scale` and rounded half away from zero (C's
 round), its size is at least 1×1, and bin (i, j) covers rows
 [floor(i*bin_h), ceil((i+1)*bin_h)) from the RoI's top, clipped to the map.
-Among equal values the first in row-major order wins, as in Caffe's kernel.
-Results match the CUDA kernel in kernels/roi_pool.cu bit for bit.
+Among equal values the first in row-major order wins, as in Caffe's kernel;
+NaN never wins (Caffe's `>` is false for it). Results match the CUDA kernel
+in kernels/roi_pool.cu bit for bit.
 
 The CPU path works on one float64 key per pixel and channel that orders by
 value, then by position, so that a plain max finds Caffe's argmax too (see
 _max_keys). A sparse table holds the max key of every 2^a × 2^b window
 (_sparse_tables); four such windows of the right size cover a bin exactly, so
 every bin, small or large, costs four gathers of whole channel vectors from a
-channels-last table and three maxima, whatever the size of its RoI.
+channels-last table and three maxima, whatever the size of its RoI. When no
+gradient is wanted (test, detect) there is no argmax to find, and the tables
+hold the float32 values themselves: half the bytes, and no decoding.
 """
 
 import math
