@@ -101,8 +101,9 @@ def test_num_classes_must_cover_the_dataset(voc, caplog):
     assert "classes 3 and up are never labelled" in caplog.text
 
 
-def test_dataset_from_the_data_section_by_phase(voc):
-    config = {"data": {"train": f"voc:{voc}:train", "workers": 0},
+def test_dataset_from_the_data_section_by_phase(voc, tmp_path):
+    config = {"data": {"train": f"voc:{voc}:train", "workers": 0,
+                       "cache_dir": str(tmp_path / "cache")},
               "detection": {"TRAIN": {"SCALES": [24]}, "TEST": {"SCALES": [24]}}}
     assert Net(prototxt(), phase="TRAIN", config=config).forward()["data"].shape[1] == 3
     with pytest.raises(NetError, match=r"no TEST dataset: .*'test: <dataset spec>'"):

@@ -81,7 +81,7 @@ def test_classes_file_and_png_images(tmp_path):
     folder = make_voc(tmp_path / "mine", {"x": (20, 20, [("blob", 1, 1, 5, 5)])},
                       classes=["blob", "spot"], write_images=False)
     write_image(os.path.join(folder, "JPEGImages", "x.png"), 20, 20)
-    ds = open_dataset(f"voc:{folder}:train")
+    ds = open_dataset(f"voc:{folder}:train", cache_dir=tmp_path / "cache")
     assert ds.classes == ("__background__", "blob", "spot")
     assert ds.annotation(0)["labels"].tolist() == [1]
     assert ds.image_path(0).endswith("x.png")
