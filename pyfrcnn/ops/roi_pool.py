@@ -152,7 +152,7 @@ def roi_pool_forward_cpu(features, rois, pooled_h, pooled_w, spatial_scale, with
                 value[bin_, channel] = pixels[row, channel]
             output_bins[roi, where] = value[:size]
             argmax_bins[roi, where] = index[:size]
-    _caffe_rules(output, argmax, grid["empty"][:, None])
+    _caffe_rules(output, argmax, grid["empty"])
     if not with_argmax:
         return output.to(device), None
     return output.to(device), argmax.to(device)
@@ -343,16 +343,17 @@ def _double(source, target, dim, shift):
 
 def _caffe_rules(output, argmax, empty):
     """Caffe's rules on top of the max, in place: a bin starts at -FLT_MAX and
-    takes only greater values; an empty bin is 0 with argmax -1 (argmax may
-    be None)."""
+    takes only greater values; an empty bin (`empty`: R×ph×pw) is 0 with
+    argmax -1 (argmax may be None)."""
     if output.amin() <= -FLT_MAX:
         if argmax is not None:
             argmax.masked_fill_(output <= -FLT_MAX, -1)
         output.clamp_(min=-FLT_MAX)
-    if empty.any():
-        output.masked_fill_(empty, 0)
+    roi, row, column = torch.nonzero(empty).unbind(1)
+    if roi.numel():
+        output[roi, :, row, column] = 0
         if argmax is not None:
-            argmax.masked_fill_(empty, -1)
+            argmax[roi, :, row, column] = -1
 
 
 def _pair(output_size):
