@@ -38,10 +38,15 @@ _INDEX_BITS = (1 << 28) - 1
 _EXPONENT_SHIFT = 256 << 52
 
 
+# Scratch tensors larger than this are not kept between calls.
+SCRATCH_KEEP_BYTES = 256 << 20
+
+
 class _Scratch(threading.local):
     """Large scratch tensors kept from call to call, per thread: a fresh
     tensor of megabytes costs page faults on every call (one table of
-    VGG16's conv5_3 at 600×1000 is 9.8 MB in float64)."""
+    VGG16's conv5_3 at 600×1000 is 9.8 MB in float64). One tensor per slot
+    and type, grown to the largest asked for, up to SCRATCH_KEEP_BYTES."""
 
     def __init__(self):
         self.storage = {}
@@ -50,7 +55,9 @@ class _Scratch(threading.local):
         size = math.prod(shape)
         storage = self.storage.get((slot, dtype))
         if storage is None or storage.numel() < size:
-            storage = self.storage[slot, dtype] = torch.empty(size, dtype=dtype)
+            storage = torch.empty(size, dtype=dtype)
+            if size * storage.element_size() <= SCRATCH_KEEP_BYTES:
+                self.storage[slot, dtype] = storage
         return storage[:size].view(shape)
 
 

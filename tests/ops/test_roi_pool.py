@@ -243,6 +243,21 @@ def test_many_chunks_match_reference(monkeypatch, with_argmax):
         assert torch.equal(argmax, expected_argmax)
 
 
+@pytest.mark.parametrize("keep_bytes, kept", [(1 << 20, True), (1024, False)])
+def test_scratch_is_kept_up_to_its_limit(monkeypatch, keep_bytes, kept):
+    monkeypatch.setattr(roi_pool_module, "SCRATCH_KEEP_BYTES", keep_bytes)
+    monkeypatch.setattr(roi_pool_module, "_SCRATCH", roi_pool_module._Scratch())
+    generator = torch.Generator().manual_seed(10)
+    features = torch.randn(1, 8, 9, 10, generator=generator)  # keys: 720 float64, 5760 bytes
+    rois = random_rois(generator, 6, 1, 10)
+    expected_output, expected_argmax = reference_roi_pool(features, rois, 2, 2, 1.0)
+    for _ in range(2):  # the second call works in what the first one kept
+        output, argmax = roi_pool_forward_cpu(features, rois, 2, 2, 1.0)
+        assert_same_bits(output, expected_output)
+        assert torch.equal(argmax, expected_argmax)
+    assert bool(roi_pool_module._SCRATCH.storage) == kept
+
+
 def test_bad_input_is_named():
     features = torch.randn(1, 2, 4, 4)
     with pytest.raises(ValueError, match="R×5"):
