@@ -312,7 +312,8 @@ def _sparse_tables(keys, levels):
     (N·H·W)×C view whose row (n, y, x) holds the max key of the window
     [y, y + 2^a) × [x, x + 2^b): two row windows and two column windows of a
     bin's size cover it exactly, so four rows give the max of any bin. Each
-    table is one max of two shifted copies of the one before it."""
+    table is one max of two shifted copies of the one before it. Tables live
+    in scratch that later ones overwrite: use each before asking for the next."""
     num, height, width, channels = keys.shape
     wanted = {}
     for level_h, level_w in levels:
