@@ -114,10 +114,12 @@ def roi_pool_forward_cpu(features, rois, pooled_h, pooled_w, spatial_scale, with
         argmax = torch.full(shape, -1, dtype=torch.int32, device=device) if with_argmax else None
         return features.new_zeros(shape).to(device), argmax
     pixels = features.permute(0, 2, 3, 1).reshape(num * height * width, channels).contiguous()
-    if pixels.isnan().any():  # Caffe's comparisons never pick NaN; as -inf, a max does not either
+    finite = bool(torch.isfinite(pixels.sum()))  # false for inf or NaN (or a sum too large)
+    if not finite and pixels.isnan().any():
+        # Caffe's comparisons never pick NaN; as -inf, a max does not either.
         pixels = pixels.nan_to_num(-math.inf, math.inf, -math.inf)
     if with_argmax or _has_negative_zero(pixels):
-        keys, decode, signed_zeros = _max_keys(pixels, height * width)
+        keys, decode, signed_zeros = _max_keys(pixels, height * width, finite)
     else:
         keys, decode, signed_zeros = pixels, None, False
     grid = _bins(rois, pooled_h, pooled_w, spatial_scale, height, width)
@@ -220,17 +222,19 @@ def _has_negative_zero(pixels):
     return bool((pixels.view(as_int) == torch.iinfo(as_int).min).any())
 
 
-def _max_keys(pixels, plane_size):
+def _max_keys(pixels, plane_size, finite=False):
     """float64 keys, one per pixel and channel, whose max marks the max value
     and, among equal values, the first pixel in row-major order; and `decode`,
     from a chunk of keys to its values and int32 indices h*W + w, written to
     `value` and `index` (with an int64 `work` buffer); and whether the map
     holds -0.0, which float32 keys merge into 0.0. float64 because its max is
-    vectorised where int64's is not.
+    vectorised where int64's is not. `finite`: the map is known to hold no
+    ±inf (NaN is gone before this).
 
     float32: the value widened to float64 (±inf as ±2^128) leaves 29 low
-    mantissa bits free; they hold the pixel index, inverted for values >= 0,
-    so that the first pixel gives the larger key on both sides of zero. The
+    mantissa bits free; the low 28 hold the pixel index, inverted for values
+    >= 0, so that the first pixel gives the larger key on both sides of zero
+    (the 29th stays 0, so converting a key back to float32 drops the index). The
     exponent is raised by 256 so that no key (0.0 included) is subnormal:
     the order stays, and flush-to-zero modes cannot merge keys.
     float64: minus the rank in a stable descending sort of the whole map."""
@@ -239,9 +243,10 @@ def _max_keys(pixels, plane_size):
         if plane_size > _INDEX_BITS:
             raise ValueError(f"roi_pool: a feature map of {plane_size} pixels exceeds 2^28")
         signed_zeros = _has_negative_zero(pixels)
-        keys = _SCRATCH.get("keys", pixels.shape, torch.float64)
-        keys.copy_(pixels).add_(0.0)  # widened; -0.0 becomes 0.0
-        if not torch.isfinite(keys.sum()):
+        keys = _SCRATCH.get("keys", pixels.shape, torch.float64).copy_(pixels)  # widened
+        if signed_zeros:
+            keys.add_(0.0)  # -0.0 becomes 0.0
+        if not finite:
             keys.clamp_(-2.0 ** 128, 2.0 ** 128)
         bits = keys.view(torch.int64).add_(_EXPONENT_SHIFT)
         index = (torch.arange(pixels.shape[0]) % plane_size)[:, None]
