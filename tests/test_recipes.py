@@ -10,6 +10,7 @@ import torch
 
 from pyfrcnn.cli import main
 from pyfrcnn.net import load_weights_file
+from pyfrcnn.solver_config import load_solver
 from tests.conftest import REPO_DIR
 
 SHAPES_SOLVER = str(REPO_DIR / "solvers" / "shapes_solver.yaml")
@@ -37,8 +38,6 @@ def test_main_job_snapshots_and_scores(shapes_run):
     tmp, out = shapes_run
     layers, meta = load_weights_file(str(out / "fast_shapes_iter_20.weights"), with_meta=True)
     assert meta["classes"] == ["__background__", "circle", "square", "triangle", "star", "cross"]
-    from pyfrcnn.solver_config import load_solver
-
     scales = load_solver(SHAPES_SOLVER).sections["detection"].TRAIN.SCALES
     assert list(meta["detection"]["TRAIN"]["SCALES"]) == list(scales)
     assert (out / "fast_shapes_iter_20.solverstate").exists()
