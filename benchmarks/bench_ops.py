@@ -8,7 +8,9 @@ pre-NMS top-N at test time, in two layouts: "proposals" (9 anchors at every
 and "uniform" (centres and sizes at random; few boxes overlap, so nearly all
 are kept, the worst case for a greedy loop). roi_pool: a 1×512×38×63 VGG16
 conv5_3 blob (ReLU'd: half zeros, so many ties) and 128 or 300 RoIs into 7×7
-at spatial scale 1/16, forward and forward+backward.
+at spatial scale 1/16, forward and forward+backward. "forward" pools a blob that
+needs no gradient, as test and detect do: ours then finds no argmax, while
+torchvision's op always does; "forward+backward" pools a leaf that needs one.
 
 Each line is the median (and the minimum) of --repeat runs, the torchvision
 ones interleaved with ours. torchvision's nms has no +1 in widths, so it keeps
