@@ -30,6 +30,7 @@ export forwards (layers/onnx_export.py).
 """
 
 import contextlib
+import os
 import warnings
 
 import torch
@@ -102,16 +103,27 @@ def weights_kept(module):
 
 def export_onnx(module, args, path, input_names, output_names, dynamic_axes):
     """torch.onnx.export of `module` at `args` to `path` (TorchScript exporter,
-    opset OPSET), its weights restored afterwards."""
+    opset OPSET, written through a temporary file), its weights restored
+    afterwards."""
     try:
         import onnx  # noqa: F401  torch's exporter needs it
     except ImportError:
         raise OnnxExportError("ONNX export needs the onnx package (pip install onnx)") from None
-    with weights_kept(module), torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # tracer warnings on the Python-side checks
-        torch.onnx.export(module, args, str(path), dynamo=False, opset_version=OPSET,
-                          input_names=list(input_names), output_names=list(output_names),
-                          dynamic_axes=dynamic_axes, do_constant_folding=True)
+    path = os.fspath(path)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        with weights_kept(module), torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tracer warnings on the Python-side checks
+            torch.onnx.export(module, args, tmp, dynamo=False, opset_version=OPSET,
+                              input_names=list(input_names), output_names=list(output_names),
+                              dynamic_axes=dynamic_axes, do_constant_folding=True)
+        os.replace(tmp, path)
+    except torch.onnx.OnnxExporterError as e:
+        raise OnnxExportError(f"{path}: {str(e).strip().splitlines()[0]}") from None
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
     return path
 
 
