@@ -51,7 +51,8 @@ def fold_bbox_stats(net, bbox_stats):
     layer = net.layer_dict.get("bbox_pred")
     if layer is None or layer.type != "InnerProduct" or len(layer.blobs) != 2:
         raise PyfrcnnError(f"net '{net.name}': the weights predict normalised deltas, but the "
-                           "net has no InnerProduct layer 'bbox_pred' with a bias to fold them into")
+                           "net has no InnerProduct layer 'bbox_pred' with a bias to fold them "
+                           "into")
     weight, bias = layer.blobs
     num_classes = bias.shape[0] // 4
     means, stds = (torch.as_tensor(v, dtype=bias.dtype).repeat(num_classes) for v in bbox_stats)

@@ -15,7 +15,7 @@ caffemodel_bytes(net) -> bytes, write_caffemodel(net, path)
   with `shape` (never the deprecated num / channels / height / width) and the
   values as `data` (float32) or `double_data` (float64), packed. The layer
   parameters are written without their blobs by protobuf; the blobs, which
-  may be hundreds of megabytes (VGG16's fc6 is 25088 x 4096), are encoded
+  may be hundreds of megabytes (VGG16's fc6 is 4096 x 25088), are encoded
   here from the tensors' bytes: a field of a message may come in any order,
   so the layer's bytes followed by its blob fields are the same message.
   pyfrcnn.weights.read_caffemodel reads the file back bit for bit.
@@ -34,7 +34,6 @@ import torch
 from google.protobuf import text_format
 
 from .errors import PyfrcnnError
-from .net import format_shape
 from .proto import pyfrcnn_pb2 as pb
 
 # Field numbers of caffe.proto (and of our schema, which keeps them).
@@ -126,12 +125,6 @@ def deploy_prototxt(net, replacements=None, header=""):
         lines.extend(f"  {line}" for line in body.rstrip().splitlines())
         lines.append("}")
     return "\n".join(lines) + "\n"
-
-
-def describe_blobs(net):
-    """'name: shape, shape' for each layer with blobs, as `convert` prints them."""
-    return [f"{name}: {', '.join(format_shape(tuple(b.shape)) for b in blobs)}"
-            for name, blobs in net.params.items()]
 
 
 def _key(number, length):

@@ -106,7 +106,8 @@ def test_double_blobs_and_odd_values():
 
 
 def _proposal_block(text):
-    return re.search(r'layer \{\n  name: "proposal"\n  type: "Proposal".*?\n\}', text, re.S).group(0)
+    pattern = r'layer \{\n  name: "proposal"\n  type: "Proposal".*?\n\}'
+    return re.search(pattern, text, re.S).group(0)
 
 
 def test_deploy_prototxt_has_opencvs_proposal_with_our_settings(fast):

@@ -88,4 +88,5 @@ def test_export_forwards_match_the_layers(size):
         assert torch.equal(want[name], got[name]), name
     proposal = next(l for l in net.layers if isinstance(l, ProposalLayer))
     bottoms = [want[b] for b in proposal.param.bottom]
-    assert torch.equal(proposal_export_forward(proposal, *bottoms)[0], proposal.forward(*bottoms)[0])
+    rois = proposal_export_forward(proposal, *bottoms)[0]
+    assert torch.equal(rois, proposal.forward(*bottoms)[0])
