@@ -85,6 +85,10 @@ class Detector(torch.nn.Module):
         if list(net.input_blobs) != ["data", "im_info"]:
             raise OnnxExportError(f"net '{net.name}' takes {', '.join(net.input_blobs)}; the "
                                   "detector export needs a test net taking data and im_info")
+        shape = net.blob_shapes["cls_prob"]
+        if len(shape) != 2 or shape[1] is None:
+            raise OnnxExportError(f"net '{net.name}': cls_prob must be R x K with K known, got "
+                                  f"{'x'.join('?' if d is None else str(d) for d in shape)}")
         self.net, self.cfg, self.bbox_stats = net, cfg, bbox_stats
 
     def forward(self, data, im_info, image_size):
@@ -130,6 +134,12 @@ def export_detector(net, cfg, bbox_stats, path, example_size=(224, 288)):
     data = torch.randn((1, 3, height, width), generator=generator) * 50
     im_info = torch.tensor([[height, width, 1.0]])
     image_size = torch.tensor([height, width], dtype=torch.float32)
+    with onnx_export.weights_kept(net), torch.no_grad():
+        rois = export_blobs(net, {"data": data, "im_info": im_info})["rois"]
+    if not rois.shape[0]:
+        # A trace keeps the branches its own run takes (bbox_transform_inv's for no boxes).
+        raise OnnxExportError(f"net '{net.name}': the example blob of {height}x{width} gives no "
+                              "proposals, so a trace of it would not hold the detector")
     dynamic = {"data": {2: "height", 3: "width"}, "boxes": {0: "detections"},
                "scores": {0: "detections"}, "labels": {0: "detections"}}
     return onnx_export.export_onnx(detector, (data, im_info, image_size), path, INPUT_NAMES,

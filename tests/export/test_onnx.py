@@ -73,6 +73,21 @@ def test_onnx_detector_matches_pyfrcnn(fast_onnx):
     assert capped == (3 if cfg.TEST.MAX_PER_IMAGE == 30 else 0)
 
 
+def test_onnx_detector_gives_empty_outputs(fast_net, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    from layers.onnx_export import export_detector
+
+    net, cfg = fast_net
+    cfg = dataclasses.replace(cfg, TEST=dataclasses.replace(cfg.TEST, SCORE_THRESH=0.999))
+    export_detector(net, cfg, None, tmp_path / "none.onnx")
+    session = ort.InferenceSession(str(tmp_path / "none.onnx"), providers=["CPUExecutionProvider"])
+    data, im_info = random_blob((1, 3, 48, 64))
+    boxes, scores, labels = session.run(None, {"data": data.numpy(), "im_info": im_info.numpy(),
+                                               "image_size": np.array([48, 64], np.float32)})
+    assert boxes.shape == (0, 4) and scores.shape == (0,) and labels.shape == (0,)
+
+
 @pytest.mark.parametrize("size", [(160, 208), (131, 197)])
 def test_export_forwards_match_the_layers(size):
     """In eager mode the export forwards (proposal, pooling, reshape, ROIPooling)
