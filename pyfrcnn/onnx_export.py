@@ -8,7 +8,8 @@ so a layer whose forward computes sizes in Python, or leaves torch, traces
 to a graph that is right for the traced image size alone, or wrong. Such a
 layer gets an export forward, registered by layer type, that computes the
 same top with ops a trace keeps; export_blobs(net, inputs) walks the net as
-Net.forward does, taking the export forward where there is one. The normal
+Net.forward does, taking the export forward where there is one (a Python
+layer without one is an error, not a silently frozen graph). The normal
 path (Net.forward, the layers' own forward) is untouched and pays nothing.
 
   Pooling      MAX: max_pool2d, whose ceil_mode is Caffe's CEIL output size
@@ -60,11 +61,16 @@ def register_export_forward(layer_type, forward):
 
 
 def export_forward_of(layer):
-    """The registered export forward of a layer, or its own forward."""
+    """The registered export forward of a layer, or its own forward (not for
+    a Python layer: what it computes outside torch would trace to constants)."""
     for key in (type(layer), layer.type):
         if key in _EXPORT_FORWARDS:
             forward = _EXPORT_FORWARDS[key]
             return lambda *bottoms: forward(layer, *bottoms)
+    if layer.type == "Python":
+        raise OnnxExportError(f"{layer.describe()}: a Python layer ({type(layer).__name__}) "
+                              "exports only with an export forward: see "
+                              "pyfrcnn.onnx_export.register_export_forward")
     return layer.forward
 
 

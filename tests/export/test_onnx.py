@@ -4,6 +4,7 @@ labels, boxes within 1e-3 px, scores within 1e-4. And the export forwards
 compute what the layers' own forwards do."""
 
 import dataclasses
+import sys
 
 import numpy as np
 import pytest
@@ -13,7 +14,8 @@ from layers.image import image_to_blob
 from layers.inference import detect
 from layers.onnx_export import proposal_export_forward
 from layers.proposal import ProposalLayer
-from pyfrcnn.onnx_export import export_blobs
+from pyfrcnn.net import Net
+from pyfrcnn.onnx_export import OnnxExportError, export_blobs
 from tests.export.netlib import FAST, random_blob, random_net, shapes_images
 
 BBOX_STATS = ((0.0, 0.05, -0.05, 0.0), (0.1, 0.1, 0.2, 0.2))
@@ -105,3 +107,19 @@ def test_export_forwards_match_the_layers(size):
     bottoms = [want[b] for b in proposal.param.bottom]
     rois = proposal_export_forward(proposal, *bottoms)[0]
     assert torch.equal(rois, proposal.forward(*bottoms)[0])
+
+
+def test_python_layer_without_export_forward_is_refused(tmp_path, monkeypatch):
+    (tmp_path / "plain_layer.py").write_text(
+        "from pyfrcnn.layer import Layer\n\n\nclass Twice(Layer):\n"
+        "    def reshape(self, shapes):\n        return [shapes[0]]\n\n"
+        "    def forward(self, x):\n        return 2 * x\n")
+    net_path = tmp_path / "net.prototxt"
+    net_path.write_text('input: "data" input_shape { dim: 1 dim: 2 }\n'
+                        'layer { name: "twice" type: "Python" bottom: "data" top: "out" '
+                        'python_param { module: "plain_layer" layer: "Twice" } }\n')
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "plain_layer", raising=False)
+    net = Net(str(net_path), "TEST")
+    with pytest.raises(OnnxExportError, match="layer 'twice' \\(Python\\).*export forward"):
+        export_blobs(net, {"data": torch.ones(1, 2)})
