@@ -8,17 +8,20 @@ own (modules/dnn/src/layers/proposal_layer.cpp) with the bottoms of ours
 fork of Caffe's schema:
     feat_stride     our param_str 'feat_stride'
     base_size       16, the reference anchor of layers/anchors.py
-    min_size        TEST.RPN_MIN_SIZE (OpenCV reads it but does not apply it)
+    min_size        TEST.RPN_MIN_SIZE (OpenCV does not apply it)
     ratio, scale    our param_str 'ratios' and 'scales', one value a field
     pre_nms_topn    TEST.RPN_PRE_NMS_TOP_N
     post_nms_topn   TEST.RPN_POST_NMS_TOP_N
     nms_thresh      TEST.RPN_NMS_THRESH
-OpenCV builds its anchors as ours (widths round(16 / sqrt(r)), heights
-round(w r), times each scale, ratio-major), decodes and clips as
-py-faster-rcnn, and always gives post_nms_topn rows: the rois past the ones
-its NMS kept are left as they were (zeros on a fresh net), and so are the
-rows of cls_prob and bbox_pred computed from them. A top-N of 0 (keep all)
-has no OpenCV counterpart: it is an error here.
+OpenCV sizes its anchors as ours (width 16 / sqrt(r) and height width x r,
+rounded, times each scale, ratio-major; it rounds halves up where numpy
+rounds them to even: the same 12 for the one half of the default ratios,
+23 x 0.5), and its decoding
+and clipping give py-faster-rcnn's rois (tests/export/test_opencv.py). It
+always gives post_nms_topn rows: the rows past the ones its NMS kept are
+left as they were (zeros on a fresh net), and so are the rows of cls_prob
+and bbox_pred computed from them. A top-N of 0 (keep all) has no OpenCV
+counterpart: it is an error here.
 """
 
 from pyfrcnn.errors import ConfigError
