@@ -17,9 +17,9 @@ OpenCV sizes its anchors as ours (width 16 / sqrt(r) and height width x r,
 rounded, times each scale, ratio-major; it rounds halves up where numpy
 rounds them to even: the same 12 for the one half of the default ratios,
 23 x 0.5), and its decoding and clipping give py-faster-rcnn's rois
-(tests/export/test_opencv.py). It always gives post_nms_topn rows: the rows past the ones its NMS kept are
-left as they were (zeros on a fresh net), and so are the rows of cls_prob
-and bbox_pred computed from them. A top-N of 0 (keep all) has no OpenCV
+(tests/export/test_opencv.py). It always gives post_nms_topn rows: the
+rows past the ones its NMS kept are left as they were (zeros on a fresh
+net), and so are the rows of cls_prob and bbox_pred computed from them. A top-N of 0 (keep all) has no OpenCV
 counterpart: it is an error here.
 """
 
