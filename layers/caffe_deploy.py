@@ -19,8 +19,8 @@ rounds them to even: the same 12 for the one half of the default ratios,
 23 x 0.5), and its decoding and clipping give py-faster-rcnn's rois
 (tests/export/test_opencv.py). It always gives post_nms_topn rows: the
 rows past the ones its NMS kept are left as they were (zeros on a fresh
-net), and so are the rows of cls_prob and bbox_pred computed from them. A top-N of 0 (keep all) has no OpenCV
-counterpart: it is an error here.
+net), and so are the rows of cls_prob and bbox_pred computed from them.
+A top-N of 0 (keep all) has no OpenCV counterpart: it is an error here.
 """
 
 from pyfrcnn.errors import ConfigError
