@@ -82,8 +82,12 @@ def export_blobs(net, inputs):
     if missing:
         raise OnnxExportError(f"net '{net.name}': input blob(s) {', '.join(missing)} not given")
     blobs = {}
-    for layer, bottoms, tops in zip(net.layers, net.bottom_names, net.top_names):
-        if layer.type == "Input":
+    for step in net._steps():  # Net.forward's pass, its fused chains included
+        bottoms, tops, layer = step.bottoms, step.tops, step.layer
+        if step.chain is not None:
+            blobs[bottoms[0]] = step.chain(blobs[bottoms[0]])
+            continue
+        if step.is_input:
             outputs = [inputs[t] for t in tops]
         else:
             outputs = export_forward_of(layer)(*[blobs[b] for b in bottoms])
