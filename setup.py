@@ -21,7 +21,7 @@ setup(
         "cuda": ["cupy>=12"],
         "coco": ["pycocotools>=2.0"],
         "plot": ["matplotlib>=3.5"],
-        "dev": ["pytest>=7", "grpcio-tools==1.85.1"],
+        "dev": ["pytest>=7", "grpcio-tools==1.85.1", "opencv-python-headless>=4.5"],
     },
     entry_points={
         "console_scripts": ["pyfrcnn = pyfrcnn.cli:main"],
