@@ -93,7 +93,7 @@ def label_anchors(anchors, gt_boxes, train, gt_ishard=None, dontcare_areas=None)
         labels[negative] = 0
         labels[positive] = 1
     if dontcare_areas is not None and dontcare_areas.shape[0] and n:
-        covered = bbox_coverage(anchors, dontcare_areas).sum(dim=1)
+        covered = bbox_coverage(anchors.double(), dontcare_areas.double()).sum(dim=1)
         labels[covered > DONTCARE_AREA_INTERSECTION_HI] = -1
     return labels, argmax_overlaps
 

@@ -125,3 +125,26 @@ def test_a_near_tie_between_two_gts_assigns_the_closer_one():
     # foreground first: the roi and the two gt boxes, which join the candidates
     rows = {tuple(r[1:].tolist()): float(c) for r, c in zip(rois, labels)}
     assert rows[tuple(rpn_rois[0, 1:].tolist())] == 2.0
+
+
+def test_gt_boxes_are_scaled_in_float64_and_rounded_once(tmp_path):
+    # py-faster-rcnn: uint16 boxes * im_scale (float64), stored in a float32 blob. A
+    # float32 product rounds twice: at 600 / 353 it moves 89 of the corners 0..499.
+    import types
+
+    from PIL import Image
+
+    from layers.datasets.roidb import RoidbEntry
+    from layers.roi_data import load_sample
+
+    Image.fromarray(np.zeros((353, 500, 3), np.uint8)).save(tmp_path / "im.png")
+    corners = np.arange(0, 496, dtype=np.float32)
+    boxes = np.stack([corners, corners * 0, corners + 4, corners * 0 + 300], axis=1)
+    entry = RoidbEntry(0, "im", str(tmp_path / "im.png"), 500, 353, boxes,
+                       np.ones(len(boxes), np.int64), np.zeros(len(boxes), bool), np.zeros((0, 4), np.float32))
+    source = types.SimpleNamespace(roidb=[entry], scales=(600,), max_size=1000)
+    _, im_info, gt_boxes, _, _ = load_sample(source, (0.0, 0.0, 0.0), (0, 0, None))
+    scale = 600 / 353
+    expected = (boxes.astype(np.float64) * scale).astype(np.float32)
+    np.testing.assert_array_equal(gt_boxes[:, :4].numpy(), expected)
+    assert (gt_boxes[:, :4].numpy() != boxes * np.float32(scale)).any()
