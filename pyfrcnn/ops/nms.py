@@ -14,11 +14,13 @@ w, bit b is set when i < j = 64*w + b and IoU(i, j) > threshold (the layout of
 py-faster-rcnn's nms_kernel). greedy_sweep then walks it once.
 
 The CPU path, for 0 < threshold < 1, first computes rows lazily, as
-py_cpu_nms does: blocks of 64 boxes still alive, in score order, settle among
+py_cpu_nms does: blocks of boxes still alive, in score order, settle among
 themselves, then only the kept ones are compared with the later boxes that
 they may overlap (the windows below), and those they overlap die. At a low
 threshold most boxes die early, so few rows are ever computed (6000 proposals
-at IoU 0.3: 157 kept, 5 blocks; the full mask took 20 times as long). Once
+at IoU 0.3 keep 157: 7 ms of CPU time where the full mask took 130 ms).
+Blocks hold 8 boxes while each kept row removes many (the next rows then meet
+fewer doomed boxes), doubling up to 64 while they remove few. Once
 LAZY_KEPT boxes are kept, the rest is cheaper as one mask: suppression_mask
 of the boxes still alive, then greedy_sweep. Both stages compute every IoU
 by the formula above, so the keeps are the greedy ones.
@@ -142,7 +144,7 @@ def _greedy_keep(sorted_boxes, threshold):
         return inter / (area[i] + area[j] - inter) > limit
 
     alive = np.ones(num, dtype=bool)
-    keep, kept_count, start, index = [], 0, 0, None
+    keep, kept_count, start, index, size = [], 0, 0, None, 8  # size: of the next block
     with np.errstate(over="ignore", invalid="ignore"):
         while start < num:
             rest = np.count_nonzero(alive[start:])
@@ -162,7 +164,7 @@ def _greedy_keep(sorted_boxes, threshold):
                 except OverflowError:
                     index = False
                     continue
-            block = _next_alive(alive, start, WORD_BITS)
+            block = _next_alive(alive, start, size)
             kept = block[_resolve_block(iou_over(block[:, None], block[None, :]))]
             keep.append(kept)
             kept_count += kept.size
@@ -172,7 +174,11 @@ def _greedy_keep(sorted_boxes, threshold):
                 first, second = index.candidates(rows)
                 later = (second >= start) & alive[second]
                 first, second = first[later], second[later]
-                alive[second[iou_over(first, second)]] = False
+                hit = second[iou_over(first, second)]
+                alive[hit] = False
+                # many removed per kept row: small blocks, so the rows of later blocks
+                # meet fewer boxes already doomed; few: larger ones, fewer passes
+                size = 8 if hit.size > 32 * rows.size else min(2 * size, WORD_BITS)
     return np.concatenate(keep) if keep else np.empty(0, dtype=np.int64)
 
 
