@@ -2,8 +2,8 @@
 
 tests/py_faster_rcnn_nets/ holds nets written for these tests with the
 constructs of py-faster-rcnn's models/ (its layout and file names): pascal_voc
-ZF, VGG_CNN_M_1024 and VGG16 end2end train/test and the alt-opt RPN stage and
-test nets, and the coco end2end nets (VGG_CNN_M_1024, VGG16: py-faster-rcnn has
+ZF, VGG_CNN_M_1024 and VGG16 end2end train/test, the alt-opt RPN stage and
+test nets and the Fast R-CNN test nets (rois as an input), and the coco end2end nets (VGG_CNN_M_1024, VGG16: py-faster-rcnn has
 no coco ZF). The constructs are those that a Caffe-only reader fails on: Python
 layers by module path, `input`/`input_shape`, `loss_param { normalize }`,
 `propagate_down`, LRN WITHIN_CHANNEL with `engine: CAFFE`, the fork's
@@ -12,9 +12,10 @@ DummyData + Silence (alt-opt), and in the coco nets a param_str of several
 lines with `!!python/tuple`. The pascal_voc VGG16 pair equals py-faster-rcnn's
 own files (checked below when they are at hand).
 
-The alt-opt Fast R-CNN stages (stage*_fast_rcnn_train.pt) are not here: their
-RoIDataLayer hands out precomputed proposals (rois, labels, targets), a mode our
-RoIDataLayer does not have.
+The alt-opt Fast R-CNN stages (stage*_fast_rcnn_train.pt) and the fast_rcnn
+train nets are not here: their RoIDataLayer hands out precomputed proposals
+(rois, labels, targets), a mode our RoIDataLayer does not have. The alt-opt
+stage2_rpn_train.pt differs from stage 1 only by lr_mult 0 on the convolutions.
 """
 
 import json
@@ -116,7 +117,7 @@ def test_the_fixture_tree_is_complete():
     for arch in ("ZF", "VGG_CNN_M_1024", "VGG16"):
         for name in ("faster_rcnn_end2end/train.prototxt", "faster_rcnn_end2end/test.prototxt",
                      "faster_rcnn_alt_opt/stage1_rpn_train.pt", "faster_rcnn_alt_opt/rpn_test.pt",
-                     "faster_rcnn_alt_opt/faster_rcnn_test.pt"):
+                     "faster_rcnn_alt_opt/faster_rcnn_test.pt", "fast_rcnn/test.prototxt"):
             assert f"pascal_voc/{arch}/{name}" in names
     for arch in ("VGG_CNN_M_1024", "VGG16"):
         assert f"coco/{arch}/faster_rcnn_end2end/train.prototxt" in names
