@@ -23,7 +23,7 @@ setup(
         "plot": ["matplotlib>=3.5"],
         # `pyfrcnn export --onnx` and running its outputs (OpenCV < 5 reads Caffe nets)
         "export": ["onnx>=1.16", "onnxruntime>=1.17", "opencv-python-headless>=4.5,<5"],
-        "dev": ["pytest>=7", "grpcio-tools==1.85.1"],
+        "dev": ["pytest>=7", "grpcio-tools==1.85.1", "opencv-python-headless>=4.5,<5"],
     },
     entry_points={
         "console_scripts": ["pyfrcnn = pyfrcnn.cli:main"],

@@ -1,9 +1,11 @@
 """Speed of the CPU paths of pyfrcnn.ops.nms and roi_pool (results: BENCHMARKS.md).
 
     python benchmarks/bench_ops.py [--threads 1] [--repeat 7] [--compare-torchvision]
+        [--boxes 12000] [--thresholds 0.3 0.5 0.7] [--nms-only]
 
 NMS: 12000 scored boxes on a 600×1000 image at IoU 0.7, as the RPN's
-pre-NMS top-N at test time, in two layouts: "proposals" (9 anchors at every
+pre-NMS top-N at test time (--boxes and --thresholds for others, e.g. 6000
+at 0.3 for the per-class test-time NMS), in two layouts: "proposals" (9 anchors at every
 16-pixel cell, jittered as a trained RPN's regression would, scores random)
 and "uniform" (centres and sizes at random; few boxes overlap, so nearly all
 are kept, the worst case for a greedy loop). roi_pool: a 1×512×38×63 VGG16
@@ -77,16 +79,17 @@ def timed(functions, repeat):
     return {name: (statistics.median(t), min(t)) for name, t in times.items()}
 
 
-def bench_nms(torchvision, repeat, count):
+def bench_nms(torchvision, repeat, count, thresholds=(0.7,)):
     rows = []
     for layout, make in (("proposals", proposal_boxes), ("uniform", uniform_boxes)):
         boxes, scores = make(count, torch.Generator().manual_seed(0))
-        functions = {"pyfrcnn": lambda: nms(boxes, scores, 0.7)}
-        if torchvision:
-            functions["torchvision"] = lambda: torchvision.ops.nms(boxes, scores, 0.7)
-        kept = len(nms(boxes, scores, 0.7))
-        for name, (median, best) in timed(functions, repeat).items():
-            rows.append((f"nms {count} {layout} (keeps {kept})", name, median, best))
+        for threshold in thresholds:
+            functions = {"pyfrcnn": lambda: nms(boxes, scores, threshold)}
+            if torchvision:
+                functions["torchvision"] = lambda: torchvision.ops.nms(boxes, scores, threshold)
+            kept = len(nms(boxes, scores, threshold))
+            for name, (median, best) in timed(functions, repeat).items():
+                rows.append((f"nms {count} {layout} IoU {threshold:g} (keeps {kept})", name, median, best))
     return rows
 
 
@@ -119,6 +122,10 @@ def main():
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--boxes", type=int, default=12000)
+    parser.add_argument("--thresholds", type=float, nargs="+", default=[0.7], metavar="IOU",
+                        help="NMS IoU thresholds, e.g. 0.3 0.5 0.7 (0.3: the per-class test-time "
+                             "NMS, 0.7: the RPN's)")
+    parser.add_argument("--nms-only", action="store_true", help="skip the roi_pool cases")
     parser.add_argument("--compare-torchvision", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -130,7 +137,9 @@ def main():
             print("torchvision is not importable: timing pyfrcnn only")
     print(f"{cpu_model()}, {torch.get_num_threads()} torch thread(s), torch {torch.__version__}"
           + (f", torchvision {torchvision.__version__}" if torchvision else ""))
-    rows = bench_nms(torchvision, args.repeat, args.boxes) + bench_roi_pool(torchvision, args.repeat)
+    rows = bench_nms(torchvision, args.repeat, args.boxes, args.thresholds)
+    if not args.nms_only:
+        rows += bench_roi_pool(torchvision, args.repeat)
     width = max(len(row[0]) for row in rows)
     print(f"| {'case':{width}} | {'code':11} | median ms | min ms |")
     print(f"|-{'-' * width}-|-------------|-----------|--------|")

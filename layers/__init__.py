@@ -3,8 +3,8 @@
 
 Importing this package registers py-faster-rcnn's Python module names as
 aliases of ours (so its prototxts build unmodified), the `detection` and
-`data` sections of solver files, and the `test`, `eval`, `detect` and `data`
-commands.
+`data` sections of solver files, the `test`, `eval`, `detect` and `data`
+commands, and the RPN's and RoI head's fg / bg accuracy in the training display.
 """
 
 from pyfrcnn import hooks, registry
@@ -78,3 +78,12 @@ def _evaluator_factory(solver):
 
 
 hooks.register_evaluator(_evaluator_factory)
+
+
+def _step_stats_factory(solver):
+    from .training_stats import detection_accuracy_factory
+
+    return detection_accuracy_factory(solver)
+
+
+hooks.register_step_stats(_step_stats_factory)

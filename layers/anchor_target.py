@@ -19,7 +19,8 @@ label sits at rpn_labels[0, 0, a*H + h, w] and its targets at channels 4a..4a+3.
 
 py-faster-rcnn's semantics, with the settings of the TRAIN section (this layer
 only trains): anchors outside the image by more than `allowed_border` are
-ignored; an anchor is negative when its best IoU is below RPN_NEGATIVE_OVERLAP,
+ignored; IoUs are float64 (as py-faster-rcnn's cython bbox_overlaps); an
+anchor is negative when its best IoU is below RPN_NEGATIVE_OVERLAP,
 positive when it is one of a gt's best anchors (every anchor tying the gt's
 highest IoU) or its best IoU reaches RPN_POSITIVE_OVERLAP (with
 RPN_CLOBBER_POSITIVES negatives are written last and win). At most
@@ -72,7 +73,9 @@ def label_anchors(anchors, gt_boxes, train, gt_ishard=None, dontcare_areas=None)
         argmax_overlaps = torch.zeros(n, dtype=torch.long, device=anchors.device)
         positive = torch.zeros(n, dtype=torch.bool, device=anchors.device)
     else:
-        overlaps = bbox_overlaps(anchors, gt_boxes)
+        # float64 as py-faster-rcnn's bbox_overlaps: in float32 near-ties with a gt's
+        # best IoU become ties, and the equality below marks extra positives
+        overlaps = bbox_overlaps(anchors.double(), gt_boxes.double())
         max_overlaps, argmax_overlaps = overlaps.max(dim=1)
         gt_max_overlaps = overlaps.max(dim=0).values
         is_gt_best = (overlaps == gt_max_overlaps) & (gt_max_overlaps > 0)
@@ -90,7 +93,7 @@ def label_anchors(anchors, gt_boxes, train, gt_ishard=None, dontcare_areas=None)
         labels[negative] = 0
         labels[positive] = 1
     if dontcare_areas is not None and dontcare_areas.shape[0] and n:
-        covered = bbox_coverage(anchors, dontcare_areas).sum(dim=1)
+        covered = bbox_coverage(anchors.double(), dontcare_areas.double()).sum(dim=1)
         labels[covered > DONTCARE_AREA_INTERSECTION_HI] = -1
     return labels, argmax_overlaps
 

@@ -237,7 +237,7 @@ def run_test(args):
     write_detections(os.path.join(out, "detections.json"), records)
     write_voc_results(out, records, classes, image_set=getattr(dataset, "image_set", "test"))
     annotations = [dataset.annotation(i) for i in range(count)]
-    result = evaluate(records, annotations, classes, metric,
+    result = evaluate(records, annotations, classes, metric, as_voc_results=True,
                       coco_annotation_file=getattr(dataset, "annotation_file", None))
     _print_result(result)
     _write_json(os.path.join(out, "metrics.json"), result_to_json(result))

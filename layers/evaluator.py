@@ -67,7 +67,7 @@ class DetectionEvaluator:
                 records.extend(to_records([d.cpu() for d in class_dets], classes,
                                           dataset.image_ids[i]))
         annotations = [dataset.annotation(i) for i in range(count)]
-        result = evaluate(records, annotations, classes, "voc07")
+        result = evaluate(records, annotations, classes, "voc07", as_voc_results=True)
         log.info("tested %d images of %s in %.1f s", count, dataset.name,
                  time.perf_counter() - start)
         metrics = {"mAP": result["mAP"]}

@@ -15,11 +15,17 @@ image_to_blob(im_bgr, target_size, max_size, pixel_means) -> (1 x 3 x H' x W'
 float32, im_scale), py-faster-rcnn's prep_im_for_blob: subtract the means in
 float, scale the shorter side to target_size unless the longer side would
 then exceed max_size (the test uses the rounded size, as there), resize.
-Resampling: torch bilinear, align_corners=False, no antialiasing. That is
-cv2.INTER_LINEAR's sampling grid (pixel centres at +0.5, edge pixels
-repeated), except that torch maps output to input coordinates with the ratio
-of the rounded sizes where cv2 uses im_scale itself: the two differ by well
-under a pixel, only away from the top-left corner.
+
+Resampling is cv2.resize(im, None, fx=im_scale, fy=im_scale,
+interpolation=cv2.INTER_LINEAR) on that float32 image, as py-faster-rcnn
+calls it: H' = round(H * im_scale) and output pixel d samples the input at
+(d + 0.5) / im_scale - 0.5 (im_scale itself, not the ratio of the rounded
+sizes), edge pixels repeated, two-tap linear weights in float (cv2 uses its
+11-bit fixed-point weights only for 8-bit images; py-faster-rcnn resizes
+after the float mean subtraction). torch's bilinear kernel does exactly that
+when handed the scales along with the size; it matches cv2 to about 0.01 of a
+grey level (tests/layers/datasets/test_image.py), and the 8-bit cv2 resize of
+the same image to within 1.
 """
 
 import os
@@ -86,6 +92,13 @@ def blob_scale(height, width, target_size, max_size):
     return scale
 
 
+def cv2_linear_resize(blob, scale, out_h, out_w):
+    """N x C x H x W float blob resized to N x C x out_h x out_w as cv2.INTER_LINEAR
+    with fx = fy = scale. F.interpolate cannot take both a size and a scale; the
+    aten op under it does, and then maps output to input with the scale given."""
+    return torch.ops.aten.upsample_bilinear2d(blob, [out_h, out_w], False, scale, scale)
+
+
 def image_to_blob(im_bgr, target_size, max_size, pixel_means):
     """(1 x 3 x H' x W' float32 tensor of BGR minus pixel_means, im_scale)."""
     height, width = im_bgr.shape[:2]
@@ -96,9 +109,8 @@ def image_to_blob(im_bgr, target_size, max_size, pixel_means):
     means = torch.tensor(pixel_means, dtype=torch.float32).view(1, 3, 1, 1)
     blob = blob - means
     if (out_h, out_w) != (height, width):
-        blob = torch.nn.functional.interpolate(blob, size=(out_h, out_w), mode="bilinear",
-                                               align_corners=False, antialias=False)
+        blob = cv2_linear_resize(blob, scale, out_h, out_w)
     return blob.contiguous(), scale
 
 
-__all__ = ["MAX_PIXELS", "load_image", "image_to_blob", "blob_scale"]
+__all__ = ["MAX_PIXELS", "load_image", "image_to_blob", "blob_scale", "cv2_linear_resize"]

@@ -16,8 +16,9 @@ Boxes are (x1, y1, x2, y2) with inclusive corners (layers/bbox.py); K is
 at most BATCH_SIZE, fewer when the image lacks candidates (as py-faster-rcnn).
 
 py-faster-rcnn's semantics, with the TRAIN section (this layer only trains): the
-gt boxes join the candidates; a candidate is foreground when its best IoU with
-a gt reaches FG_THRESH, background when it lies in [BG_THRESH_LO, BG_THRESH_HI);
+gt boxes join the candidates; a candidate is foreground when its best IoU with a
+gt (float64, as py-faster-rcnn's bbox_overlaps) reaches FG_THRESH, background
+when it lies in [BG_THRESH_LO, BG_THRESH_HI);
 round(FG_FRACTION * BATCH_SIZE) foregrounds at most are drawn without
 replacement by the layer's generator (seeded with RNG_SEED), then
 BATCH_SIZE minus those of backgrounds; targets go to each roi's best gt,
@@ -171,7 +172,8 @@ class ProposalTargetLayer(Layer):
         if gt_boxes.shape[0] == 0:
             everything = torch.arange(n, device=boxes.device)
             return everything[:0], everything, torch.zeros(n, dtype=torch.long, device=boxes.device)
-        overlaps = bbox_overlaps(boxes, gt_boxes[:, :4])
+        # float64 as py-faster-rcnn's bbox_overlaps, so FG_THRESH / BG_THRESH_* split alike
+        overlaps = bbox_overlaps(boxes.double(), gt_boxes[:, :4].double())
         max_overlaps, gt_assignment = overlaps.max(dim=1)
         fg = max_overlaps >= train.FG_THRESH
         bg = (max_overlaps < train.BG_THRESH_HI) & (max_overlaps >= train.BG_THRESH_LO)

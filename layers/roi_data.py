@@ -101,7 +101,9 @@ def load_sample(source, pixel_means, task):
         im = im[:, ::-1]
     blob, im_scale = image_to_blob(im, source.scales[scale_index], source.max_size, pixel_means)
     gt_boxes = np.empty((len(entry.labels), 5), dtype=np.float32)
-    gt_boxes[:, :4] = entry.boxes * im_scale
+    # in float64, then rounded once to float32, as py-faster-rcnn's uint16 boxes * im_scale:
+    # a float32 product rounds twice and moves 1 in 6 corners by an ulp (near-ties in IoU)
+    gt_boxes[:, :4] = entry.boxes.astype(np.float64) * im_scale
     gt_boxes[:, 4] = entry.labels
     im_info = torch.tensor([[blob.shape[2], blob.shape[3], im_scale]], dtype=torch.float32)
     return (blob, im_info, torch.from_numpy(gt_boxes),

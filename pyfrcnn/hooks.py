@@ -27,11 +27,20 @@ import torch
 log = logging.getLogger("pyfrcnn.solver")
 
 EVALUATORS = []
+STEP_STATS = []
 
 
 def register_evaluator(factory):
     """Add factory(solver) -> evaluate(step, train_net) -> {metric: value} (or None)."""
     EVALUATORS.append(factory)
+    return factory
+
+
+def register_step_stats(factory):
+    """Add factory(solver) -> stats (or None): the display calls stats.update(net) after
+    every step (tensor work only, no host sync) and stats.read() -> {name: value} at each
+    display, shown as 'Train stats' and written as the record's 'stats'."""
+    STEP_STATS.append(factory)
     return factory
 
 
@@ -150,12 +159,16 @@ class DisplayHook(HookBase):
     def __init__(self):
         self.last_time = None
         self.last_step = None
+        self.stats = []
 
     def before_train(self, solver):
         self.last_time, self.last_step = time.time(), solver.step
+        self.stats = [s for s in (factory(solver) for factory in STEP_STATS) if s is not None]
 
     def after_step(self, solver):
         c, last = solver.config, solver.last
+        for stats in self.stats:
+            stats.update(solver.net)
         if not c.display or last.step % c.display != 0:
             return
         now = time.time()
@@ -173,9 +186,15 @@ class DisplayHook(HookBase):
             weight = solver.loss_weights.get(name, 0.0)
             extra = f" (* {fmt(float(weight))} = {fmt(weight * value)} loss)" if weight else ""
             log.info("    Train net output #%d: %s = %s%s", k, name, fmt(value), extra)
+        stats = {k: float(v) for s in self.stats for k, v in s.read().items()}
+        if stats:
+            log.info("    Train stats: %s", ", ".join(f"{k.replace('_', ' ')} = {fmt(v)}"
+                                                     for k, v in stats.items()))
         log.info("Iteration %d, lr = %s", last.step, fmt(last.rate))
         record = {"step": last.step, "kind": "train", "loss": solver.smoothed_loss,
                   "lr": last.rate, "seconds_per_step": seconds_per_step, "outputs": outputs}
+        if stats:
+            record["stats"] = stats
         if last.grad_norm is not None:
             record["grad_norm"] = last.grad_norm
         solver.emit(record)

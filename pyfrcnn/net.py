@@ -5,6 +5,11 @@ resolve its bottoms by name among the blobs produced so far, set it up (which
 infers its top shapes), share parameters named in ParamSpec, and bind its tops.
 An in-place top (top == bottom) rebinds the name to the new tensor; fan-out
 needs no Split layer, since autograd sums the gradients of a reused blob.
+Because no saved tensor is overwritten, gradients are the correct ones even
+where Caffe's are not: an in-place ReLU (Sigmoid, TanH) followed by another
+in-place layer on the same blob (ReLU -> Scale with bias) makes Caffe's
+backward read the later layer's output. Building a TRAIN net with such a chain
+logs a warning (inplace.py), since its training differs from Caffe's.
 
 `forward(**inputs)` runs the layers in order and returns the output blobs (the
 ones no layer consumes); `backward()` runs one autograd backward on the sum of
@@ -21,6 +26,7 @@ import torch
 from . import registry
 from .errors import NetError, WeightsError, did_you_mean
 from .fusion import find_chains
+from .inplace import inplace_warnings
 from .io import NetDef, phase_name, read_net
 
 log = logging.getLogger(__name__)
@@ -131,9 +137,15 @@ class Net(torch.nn.Module):
                            f"{', '.join(sorted(extra))}, which is not an input of the net "
                            f"(inputs: {', '.join(self.input_blobs) or 'none'})")
         self.output_names = [b for b in self.blob_shapes if consumers[b] == 0]
+        self._warn_caffe_inplace_chains()
         for param, spec_lr, _, _ in self.learnable_params():
             if spec_lr == 0:
                 param.requires_grad_(False)
+
+    def _warn_caffe_inplace_chains(self):
+        if self._phase == "TRAIN":
+            for message in inplace_warnings(self.netdef):
+                log.warning("%s", message)
 
     def _share_params(self, layer):
         for i, blob in enumerate(layer.blobs):

@@ -37,7 +37,7 @@ CAFFE_NUMBERS = [
     ("LayerParameter", "python_param", 130), ("LayerParameter", "reshape_param", 133),
     ("LayerParameter", "input_param", 143), ("LayerParameter", "dropout_param", 108),
     ("LayerParameter", "roi_pooling_param", 8266711),
-    ("LayerParameter", "smooth_l1_loss_param", 8266712),
+    ("LayerParameter", "smooth_l1_loss_param", 8266712), ("DropoutParameter", "scale_train", 2),
     ("ParamSpec", "lr_mult", 3), ("ParamSpec", "decay_mult", 4),
     ("BlobProto", "shape", 7), ("BlobProto", "data", 5), ("BlobProto", "num", 1),
     ("BlobShape", "dim", 1), ("ROIPoolingParameter", "pooled_h", 1),

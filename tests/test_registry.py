@@ -19,6 +19,7 @@ MINIMAL = {
     "BatchNorm": ("", ["x"], ["y"], ""),
     "Concat": ("", ["x", "x"], ["y"], ""),
     "Convolution": ("", ["x"], ["y"], "convolution_param { num_output: 2 kernel_size: 3 }"),
+    "Deconvolution": ("", ["x"], ["y"], "convolution_param { num_output: 2 kernel_size: 3 stride: 2 }"),
     "Dropout": ("", ["x"], ["y"], ""),
     "DummyData": ("", [], ["y"], "dummy_data_param { shape { dim: 2 dim: 3 } }"),
     "Eltwise": ("", ["x", "x"], ["y"], ""),

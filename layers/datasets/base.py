@@ -11,7 +11,9 @@ clipping (less than one pixel: x1 == x2 is one pixel wide) is dropped. Both are
 logged as warnings naming the file and counted in `Dataset.stats`;
 `Dataset.notes` keeps (file, message) for each, and `Dataset.failures` lists
 (file, reason) for annotation files that could not be used at all (their
-images are not in the dataset).
+images are not in the dataset). Scoring sees the boxes as given instead
+(annotation()'s eval_* keys: every box with finite corners, unclipped, as
+VOC's voc_eval reads the XML).
 """
 
 import collections
@@ -58,11 +60,16 @@ class Dataset:
         return self.records[i]["path"]
 
     def annotation(self, i):
-        """{'image_id', 'width', 'height', 'boxes', 'labels', 'difficult', 'dontcare'} (copies)."""
+        """{'image_id', 'width', 'height', 'boxes', 'labels', 'difficult', 'dontcare',
+        'eval_boxes', 'eval_labels', 'eval_difficult'} (copies); the eval_* objects are
+        the ones scored: boxes as given (float64, unclipped, only non-finite ones left out)."""
         r = self.records[i]
-        return {"image_id": r["image_id"], "width": r["width"], "height": r["height"],
-                "boxes": r["boxes"].copy(), "labels": r["labels"].copy(),
-                "difficult": r["difficult"].copy(), "dontcare": r["dontcare"].copy()}
+        ann = {"image_id": r["image_id"], "width": r["width"], "height": r["height"],
+               "boxes": r["boxes"].copy(), "labels": r["labels"].copy(),
+               "difficult": r["difficult"].copy(), "dontcare": r["dontcare"].copy()}
+        for key in ("boxes", "labels", "difficult"):
+            ann[f"eval_{key}"] = r.get(f"eval_{key}", r[key]).copy()
+        return ann
 
 
 class RecordBuilder:
@@ -109,6 +116,8 @@ class RecordBuilder:
         boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
         labels = np.asarray(labels, dtype=np.int64).reshape(-1)
         difficult = np.asarray(difficult, dtype=bool).reshape(-1)
+        finite = np.isfinite(boxes).all(axis=1)
+        eval_boxes, eval_labels, eval_difficult = boxes[finite], labels[finite], difficult[finite]
         keep = self._clean(source, "box", boxes, width, height)
         dontcare = np.asarray(dontcare if dontcare is not None else np.zeros((0, 4)),
                               dtype=np.float64).reshape(-1, 4)
@@ -118,7 +127,8 @@ class RecordBuilder:
             "image_id": str(image_id), "path": str(path), "width": int(width),
             "height": int(height), "boxes": boxes[keep].astype(np.float32),
             "labels": labels[keep], "difficult": difficult[keep],
-            "dontcare": dontcare[keep_dc].astype(np.float32)})
+            "dontcare": dontcare[keep_dc].astype(np.float32),
+            "eval_boxes": eval_boxes, "eval_labels": eval_labels, "eval_difficult": eval_difficult})
 
     def _clean(self, source, what, boxes, width, height):
         """Clip `boxes` in place to the image; return the mask of boxes kept."""

@@ -16,7 +16,7 @@ import re
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: records keep the boxes as given for scoring (eval_*)
 
 
 def file_signature(path):

@@ -26,12 +26,18 @@ def default_metric(dataset_name):
     return "voc07"
 
 
-def evaluate(detections, annotations, classes, metric="voc07", coco_annotation_file=None):
+def evaluate(detections, annotations, classes, metric="voc07", coco_annotation_file=None,
+             as_voc_results=False):
     """{'metric', 'mAP', 'ap': {class: ap}} (+ 'stats' and 'summary' for coco).
-    `coco_annotation_file`: the dataset's COCO JSON, scored against for 'coco'."""
+    `coco_annotation_file`: the dataset's COCO JSON, scored against for 'coco'.
+    `as_voc_results`: score the VOC metrics on the detections as the VOC results
+    files hold them (3-decimal scores), as py-faster-rcnn evaluated them."""
     if metric in ("voc07", "voc"):
+        from .detections import voc_results_records
         from .voc import evaluate_voc
 
+        if as_voc_results:
+            detections = voc_results_records(detections)
         result = evaluate_voc(detections, annotations, classes, use_07_metric=metric == "voc07")
     elif metric == "coco":
         from .coco import evaluate_coco

@@ -130,6 +130,22 @@ def voc_results_filename(class_name, comp_id="comp4", image_set="test"):
     return f"{comp_id}_det_{image_set}_{class_name}.txt"
 
 
+def _voc_results_fields(det):
+    """The score and 1-based corners of a results-file line, as text."""
+    x1, y1, x2, y2 = det["bbox"]
+    return f"{det['score']:.3f}", [f"{v + 1:.1f}" for v in (x1, y1, x2, y2)]
+
+
+def voc_results_records(detections):
+    """The detections as the VOC results files hold them (write_voc_results): scores
+    rounded to 3 decimals and corners to 0.1 pixel, back in 0-based coordinates."""
+    rounded = []
+    for det in detections:
+        score, corners = _voc_results_fields(det)
+        rounded.append(dict(det, score=float(score), bbox=[float(v) - 1 for v in corners]))
+    return rounded
+
+
 def write_voc_results(out_dir, detections, classes, comp_id="comp4", image_set="test"):
     """One VOC devkit results file per class (every class but the background,
     empty when it has no detection), with 1-based coordinates as the devkit
@@ -137,9 +153,8 @@ def write_voc_results(out_dir, detections, classes, comp_id="comp4", image_set="
     os.makedirs(out_dir, exist_ok=True)
     lines = {name: [] for name in classes[1:]}
     for det in detections:
-        x1, y1, x2, y2 = det["bbox"]
-        lines[det["class"]].append(f"{det['image_id']} {det['score']:.3f} "
-                                   f"{x1 + 1:.1f} {y1 + 1:.1f} {x2 + 1:.1f} {y2 + 1:.1f}\n")
+        score, corners = _voc_results_fields(det)
+        lines[det["class"]].append(f"{det['image_id']} {score} {' '.join(corners)}\n")
     paths = []
     for name in classes[1:]:
         path = os.path.join(out_dir, voc_results_filename(name, comp_id, image_set))
@@ -150,4 +165,4 @@ def write_voc_results(out_dir, detections, classes, comp_id="comp4", image_set="
 
 
 __all__ = ["detection", "write_detections", "read_detections", "check_detections",
-           "voc_results_filename", "write_voc_results"]
+           "voc_results_filename", "write_voc_results", "voc_results_records"]

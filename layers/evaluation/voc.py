@@ -5,9 +5,20 @@ layers/bbox.py), in the 0-based coordinates of the data layer. VOC's 1-based
 XML values and the 1-based results files differ from ours by a shift of one
 pixel, which IoU does not see.
 
+Ground truth is the annotation's eval_* objects: the boxes as the XML gives
+them, not clipped to the image (voc_eval reads the XML as is), difficult ones
+flagged. `pyfrcnn test` and testing during training score the detections as
+the VOC results files hold them (voc_results_records: scores to 3 decimals,
+corners to 0.1 pixel), so the printed mAP is what the devkit computes from
+those files.
+
 Matching, per class, as lib/datasets/voc_eval.py does it:
   - detections are taken in descending score order; ties keep the order in
-    which they were given (a stable sort);
+    which they were given (a stable sort). voc_eval sorts with numpy's
+    default argsort, which is not stable: with the files' 3-decimal scores
+    ties are common, and tied detections can be taken in a different order
+    there, which can move a TP / FP (a duplicate on one object) and so the AP
+    in its last digits;
   - each detection is compared with every ground-truth box of its class in its
     image, difficult ones included, and takes the one of highest IoU (the
     first on ties);
@@ -121,13 +132,14 @@ def class_ap(image_ids, boxes, scores, gt, use_07_metric=False,
 
 def ground_truth_by_class(annotations, num_classes):
     """[{image_id: (boxes, difficult)}] for classes 0..num_classes-1 from the
-    data layer's annotations (dicts with image_id, boxes, labels, difficult)."""
+    dataset's annotations (dicts with image_id and eval_boxes, eval_labels,
+    eval_difficult, or else boxes, labels, difficult)."""
     per_class = [dict() for _ in range(num_classes)]
     for ann in annotations:
-        boxes = np.asarray(ann["boxes"], dtype=np.float64).reshape(-1, 4)
-        labels = np.asarray(ann["labels"], dtype=np.int64).reshape(-1)
-        difficult = np.asarray(ann.get("difficult", np.zeros(len(labels), dtype=bool)),
-                               dtype=bool).reshape(-1)
+        boxes = np.asarray(ann.get("eval_boxes", ann["boxes"]), dtype=np.float64).reshape(-1, 4)
+        labels = np.asarray(ann.get("eval_labels", ann["labels"]), dtype=np.int64).reshape(-1)
+        difficult = ann.get("eval_difficult", ann.get("difficult", np.zeros(len(labels), dtype=bool)))
+        difficult = np.asarray(difficult, dtype=bool).reshape(-1)
         for label in np.unique(labels):
             mask = labels == label
             per_class[int(label)][ann["image_id"]] = (boxes[mask], difficult[mask])

@@ -9,16 +9,29 @@ kept unless a kept box overlaps it with IoU > iou_threshold (strictly).
 IoU is inter / (area_i + area_j - inter), computed in the boxes' dtype exactly
 as kernels/nms.cu does, so both paths keep the same boxes.
 
-Both paths first build the suppression mask of the sorted boxes: row i, word
+The CUDA path builds the suppression mask of the sorted boxes: row i, word
 w, bit b is set when i < j = 64*w + b and IoU(i, j) > threshold (the layout of
 py-faster-rcnn's nms_kernel). greedy_sweep then walks it once.
 
-The CPU path never visits all n²/2 pairs when 0 < threshold < 1. IoU > t
+The CPU path, for 0 < threshold < 1, first computes rows lazily, as
+py_cpu_nms does: blocks of boxes still alive, in score order, settle among
+themselves, then only the kept ones are compared with the later boxes that
+they may overlap (the windows below), and those they overlap die. At a low
+threshold most boxes die early, so few rows are ever computed (6000 proposals
+at IoU 0.3 keep 157: 7 ms of CPU time where the full mask took 130 ms).
+Blocks hold 8 boxes while each kept row removes many (the next rows then meet
+fewer doomed boxes), doubling up to 64 while they remove few. Once
+LAZY_KEPT boxes are kept, the rest is cheaper as one mask: suppression_mask
+of the boxes still alive, then greedy_sweep. Both stages compute every IoU
+by the formula above, so the keeps are the greedy ones.
+
+suppression_mask never visits all n²/2 pairs when 0 < threshold < 1. IoU > t
 needs the overlap along x to exceed t times each width, hence
   - widths within a factor t: with widths binned by log(width) into classes
     log(1/t) wide, only a class and the next one can overlap, and
   - x1 within (1 - t) * the larger width of each other.
-Boxes are ordered by (class, x1); each block of 64 boxes of one class is
+The lazy rows search their own class and both neighbours, x1 on either side.
+For the mask, boxes are ordered by (class, x1); each block of 64 boxes of one class is
 compared with the x1-windows of its class (later boxes only) and of the next
 class. The windows are taken with a margin, so rounding can only add
 candidates, never lose one; every candidate's IoU is computed exactly.
@@ -38,6 +51,8 @@ from pyfrcnn.ops import _cuda
 WORD_BITS = 64
 # Elements of one batch of IoU tiles (each of the four work buffers).
 TILE_ELEMENTS = 1 << 18
+# Kept boxes after which the CPU path stops computing rows lazily.
+LAZY_KEPT = 512
 # Relative margin on the threshold when pruning candidates.
 MARGIN = 1e-3
 # 1 << b as int64; 1 << 63 wraps to the sign bit, which is the same 64 bits.
@@ -58,9 +73,14 @@ def nms_cpu(boxes, scores, iou_threshold):
     if boxes.shape[0] == 0:
         return torch.empty(0, dtype=torch.int64, device=device)
     order = torch.sort(scores, descending=True, stable=True)[1]
-    mask = suppression_mask(boxes[order], iou_threshold)
-    keep = torch.from_numpy(greedy_sweep(mask))
-    return order[keep].to(device)
+    sorted_boxes, threshold = boxes[order].contiguous(), float(iou_threshold)
+    if threshold <= 0:
+        keep = greedy_sweep(_dense_mask(sorted_boxes, threshold))
+    elif threshold >= 1:  # an IoU computed by the formula above never exceeds 1
+        keep = np.arange(sorted_boxes.shape[0])
+    else:
+        keep = _greedy_keep(sorted_boxes, threshold)
+    return order[torch.from_numpy(keep)].to(device)
 
 
 def suppression_mask(sorted_boxes, iou_threshold):
@@ -99,6 +119,151 @@ def greedy_sweep(mask):
         if kept_here and word + 1 < words:
             removed[word + 1:] |= np.bitwise_or.reduce(mask[kept_here, word + 1:], axis=0)
     return np.asarray(keep, dtype=np.int64)
+
+
+def _greedy_keep(sorted_boxes, threshold):
+    """Positions kept by greedy NMS of boxes sorted by descending score, 0 < threshold < 1:
+    IoUs are computed for the rows of kept boxes only, then, past LAZY_KEPT kept
+    boxes, by the pruned mask of the boxes still alive (see the module docstring)."""
+    data = sorted_boxes.numpy()
+    num = data.shape[0]
+    x1, y1, x2, y2 = (np.ascontiguousarray(data[:, k]) for k in range(4))
+    real = data.dtype.type
+    one, zero, limit = real(1), real(0), real(threshold)
+    with np.errstate(over="ignore", invalid="ignore"):
+        width, height = x2 - x1 + one, y2 - y1 + one
+        area = width * height
+        live = (np.isfinite(data).all(1) & (width > 0) & (height > 0)
+                & np.isfinite(width) & np.isfinite(height))
+
+    def iou_over(i, j):
+        """IoU(i, j) > threshold, elementwise over index arrays, as kernels/nms.cu."""
+        iw = np.maximum(np.minimum(x2[i], x2[j]) - np.maximum(x1[i], x1[j]) + one, zero)
+        ih = np.maximum(np.minimum(y2[i], y2[j]) - np.maximum(y1[i], y1[j]) + one, zero)
+        inter = iw * ih
+        return inter / (area[i] + area[j] - inter) > limit
+
+    alive = np.ones(num, dtype=bool)
+    keep, kept_count, start, index, size = [], 0, 0, None, 8  # size: of the next block
+    with np.errstate(over="ignore", invalid="ignore"):
+        while start < num:
+            rest = np.count_nonzero(alive[start:])
+            if rest == 0:
+                break
+            if kept_count >= LAZY_KEPT or index is False:
+                # Many rows kept (few suppressed): every pair among the rest, pruned, is
+                # cheaper now. Earlier kept boxes have removed all they overlap, so
+                # greedy NMS of the alive rest, in order, finishes the job.
+                positions = np.flatnonzero(alive[start:]) + start
+                mask = suppression_mask(sorted_boxes[torch.from_numpy(positions)], threshold)
+                keep.append(positions[greedy_sweep(mask)])
+                break
+            if index is None or rest < index.size // 4:  # compact: windows shrink with it
+                try:
+                    index = _WindowIndex(x1, width, live & alive & (np.arange(num) >= start), threshold)
+                except OverflowError:
+                    index = False
+                    continue
+            block = _next_alive(alive, start, size)
+            kept = block[_resolve_block(iou_over(block[:, None], block[None, :]))]
+            keep.append(kept)
+            kept_count += kept.size
+            start = int(block[-1]) + 1
+            rows = kept[live[kept]]
+            if rows.size and start < num:
+                first, second = index.candidates(rows)
+                later = (second >= start) & alive[second]
+                first, second = first[later], second[later]
+                hit = second[iou_over(first, second)]
+                alive[hit] = False
+                # many removed per kept row: small blocks, so the rows of later blocks
+                # meet fewer boxes already doomed; few: larger ones, fewer passes
+                size = 8 if hit.size > 32 * rows.size else min(2 * size, WORD_BITS)
+    return np.concatenate(keep) if keep else np.empty(0, dtype=np.int64)
+
+
+def _next_alive(alive, start, count):
+    """Up to `count` positions >= start where alive is set, in order."""
+    span = count
+    while True:
+        found = np.flatnonzero(alive[start:start + span])
+        if found.size >= count or start + span >= alive.size:
+            return found[:count] + start
+        span *= 4
+
+
+def _resolve_block(over):
+    """Which boxes of a block survive each other: over[a, b] is IoU > threshold; the
+    block's boxes are in score order, so box a can remove only later boxes b > a."""
+    size = over.shape[0]
+    later = np.triu(over, 1)
+    rows = [int.from_bytes(r, "little") for r in np.packbits(later, axis=1, bitorder="little")]
+    gone, kept = 0, []
+    for a in range(size):
+        if not gone >> a & 1:
+            kept.append(a)
+            gone |= rows[a]
+    return np.asarray(kept, dtype=np.int64)
+
+
+class _WindowIndex:
+    """Live boxes ordered by (width class, x1), to find every box that a given box may
+    overlap with IoU > threshold: its own and the two neighbouring width classes, x1
+    within reach (the bounds of the module docstring, taken with a margin). One sorted
+    key, class * stride + x1, answers the three classes with one search each; stride
+    exceeds the x1 span plus any reach, so a window never leaves its class, and the
+    slack covers the key's rounding."""
+
+    def __init__(self, x1, width, live, threshold):
+        self.loose = threshold * (1 - MARGIN)
+        ids = np.flatnonzero(live)
+        self.classes = np.full(x1.shape[0], -1, dtype=np.int64)
+        self.x1, self.width = x1.astype(np.float64), width.astype(np.float64)
+        self.positions = ids
+        self.size = ids.size
+        self.widest = np.zeros(0)
+        if ids.size == 0:
+            return
+        classes = _width_classes(torch.from_numpy(width[ids]), self.loose).numpy()
+        order = np.lexsort((x1[ids], classes))
+        self.positions, classes = ids[order], classes[order]
+        self.classes[self.positions] = classes
+        self.widest = np.zeros(int(classes[-1]) + 1)
+        np.maximum.at(self.widest, classes, self.width[self.positions])
+        x1_live = self.x1[self.positions]
+        self.origin = float(x1_live.min())
+        span = float(x1_live.max()) - self.origin
+        self.slack = 1e-4 * (1 + max(abs(self.origin), span) + float(self.widest.max()))
+        self.stride = span + 2 * (float(self.widest.max()) + self.slack) + 1
+        with np.errstate(over="ignore", invalid="ignore"):
+            self.keys = classes * self.stride + (x1_live - self.origin)
+        if not np.isfinite(self.keys).all() or not np.isfinite(self.stride * self.widest.size):
+            raise OverflowError  # coordinates too large for one key: the caller falls back
+
+    def candidates(self, rows):
+        """(row, position) pairs: every indexed box that one of `rows` (live positions)
+        may suppress, and some it may not."""
+        if self.size == 0:
+            return rows[:0], rows[:0]
+        count = self.widest.shape[0]
+        c = self.classes[rows]
+        offset = self.x1[rows] - self.origin
+        width = self.width[rows]
+        lows, highs = [], []
+        for shift in (-1, 0, 1):
+            other = np.clip(c + shift, 0, count - 1)
+            reach = (1 - self.loose) * np.maximum(width, self.widest[other]) + self.slack
+            base = other * self.stride + offset
+            low = np.searchsorted(self.keys, base - reach)
+            high = np.searchsorted(self.keys, base + reach, side="right")
+            outside = (c + shift < 0) | (c + shift >= count)
+            lows.append(low)
+            highs.append(np.where(outside, low, high))
+        low, high = np.concatenate(lows), np.concatenate(highs)
+        lengths = high - low
+        offsets = np.cumsum(lengths) - lengths
+        flat = np.arange(int(lengths.sum())) - np.repeat(offsets - low, lengths)
+        return np.repeat(np.tile(rows, 3), lengths), self.positions[flat]
 
 
 def _overlapping_pairs(boxes, threshold):

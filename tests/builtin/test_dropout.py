@@ -60,3 +60,42 @@ def test_gradcheck(seed):
     torch.manual_seed(seed)
     net = one_layer_net("Dropout", x=(3, 4))
     assert gradcheck_net(net, seed=seed, x=torch.randn(3, 4))
+
+
+# py-faster-rcnn's Caffe fork (dropout_layer.cpp): with scale_train false the kept
+# elements are not scaled when training, and the test phase multiplies by 1 - ratio.
+NO_SCALE_TRAIN = "dropout_param { dropout_ratio: 0.3 scale_train: false }"
+
+
+def test_scale_train_false_keeps_training_activations_unscaled():
+    net = one_layer_net("Dropout", NO_SCALE_TRAIN, x=(200, 100))
+    torch.manual_seed(0)
+    x = torch.rand(200, 100) + 1.0
+    y = net.forward(x=x)["out"]
+    kept = y != 0
+    assert torch.equal(y[kept], x[kept])
+    assert abs(kept.double().mean().item() - 0.7) < 0.013
+
+
+def test_scale_train_false_scales_by_one_minus_ratio_at_test_time():
+    net = one_layer_net("Dropout", NO_SCALE_TRAIN, phase="TEST", x=(4, 5))
+    x = torch.randn(4, 5)
+    torch.testing.assert_close(net.forward(x=x)["out"], x * 0.7)
+    x = x.requires_grad_()
+    net.forward(x=x)["out"].backward(torch.ones(4, 5))
+    torch.testing.assert_close(x.grad, torch.full((4, 5), 0.7))
+
+
+def test_scale_train_false_gradient_is_the_mask():
+    net = one_layer_net("Dropout", NO_SCALE_TRAIN, x=(50,))
+    x = (torch.rand(50) + 1.0).requires_grad_()
+    y = net.forward(x=x)["out"]
+    y.backward(torch.ones(50))
+    assert torch.equal(x.grad, (y != 0).float())
+
+
+def test_scale_train_true_is_caffes_dropout():
+    net = one_layer_net("Dropout", "dropout_param { dropout_ratio: 0.3 scale_train: true }",
+                        phase="TEST", x=(4, 5))
+    x = torch.randn(4, 5)
+    assert torch.equal(net.forward(x=x)["out"], x)

@@ -31,12 +31,13 @@ def intersection(a, b):
 
 
 def iou(a, b):
-    """IoU of two boxes. With integer corners the intersection and union are exact, and
-    the one rounding is float32's, as in the torch code: equal IoUs compare equal."""
+    """IoU of two boxes in float64, as py-faster-rcnn's bbox_overlaps (and the layers that
+    label by IoU). With integer corners the intersection and union are exact, and the
+    one rounding is the division's: equal IoUs compare equal."""
     inter = intersection(a, b)
     if inter == 0:
         return 0.0
-    return float(np.float32(inter) / np.float32(area(a) + area(b) - inter))
+    return float(np.float64(inter) / np.float64(area(a) + area(b) - inter))
 
 
 def transform(ex, gt):

@@ -153,3 +153,81 @@ def test_bad_input_is_named():
         nms(torch.zeros(3, 4), torch.zeros(2), 0.5)
     with pytest.raises(TypeError, match="float32 or float64"):
         nms(torch.zeros(3, 4, dtype=torch.int64), torch.zeros(3), 0.5)
+
+
+def vectorized_greedy_nms(boxes, scores, threshold):
+    """py_cpu_nms's loop (one kept box against every box still in play), in the boxes'
+    dtype, with the stable descending order: fast enough for thousands of boxes."""
+    data = boxes.numpy()
+    real = data.dtype.type
+    one, zero = real(1), real(0)
+    x1, y1, x2, y2 = data.T
+    areas = (x2 - x1 + one) * (y2 - y1 + one)
+    order = torch.sort(scores, descending=True, stable=True)[1].numpy()
+    keep = []
+    while order.size:
+        i, rest = order[0], order[1:]
+        keep.append(i)
+        w = np.maximum(np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]) + one, zero)
+        h = np.maximum(np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]) + one, zero)
+        inter = w * h
+        order = rest[~(inter / (areas[i] + areas[rest] - inter) > real(threshold))]
+    return torch.tensor(keep, dtype=torch.int64)
+
+
+def proposal_like_boxes(generator, num, dtype=torch.float32):
+    """Anchors of 3 sizes x 3 ratios on a 16-pixel grid, jittered, on a 600 x 1000
+    image: dense overlaps, as the RPN's and the per-class test-time NMS see."""
+    cx = torch.rand(num, generator=generator) * 1000
+    cy = torch.rand(num, generator=generator) * 600
+    size = torch.tensor([128.0, 256.0, 512.0])[torch.randint(0, 3, (num,), generator=generator)]
+    ratio = torch.tensor([0.5, 1.0, 2.0])[torch.randint(0, 3, (num,), generator=generator)]
+    w = size / ratio.sqrt() * torch.exp(torch.randn(num, generator=generator) * 0.1)
+    h = size * ratio.sqrt() * torch.exp(torch.randn(num, generator=generator) * 0.1)
+    boxes = torch.stack([cx - w / 2, cy - h / 2, cx + w / 2 - 1, cy + h / 2 - 1], 1)
+    boxes[:, 0::2] = boxes[:, 0::2].clamp(0, 999)
+    boxes[:, 1::2] = boxes[:, 1::2].clamp(0, 599)
+    return boxes.to(dtype)
+
+
+def scattered_boxes(generator, num, dtype=torch.float32):
+    """Boxes of widths 20..400 anywhere on the image: few overlap, most are kept."""
+    centre = torch.rand(num, 2, generator=generator) * torch.tensor([1000.0, 600.0])
+    size = torch.exp(torch.rand(num, 2, generator=generator) * 3 + 3)
+    return torch.cat([centre - size / 2, centre + size / 2], 1).to(dtype)
+
+
+@pytest.mark.parametrize("threshold", [0.3, 0.4, 0.5, 0.6, 0.7])
+@pytest.mark.parametrize("layout", [proposal_like_boxes, scattered_boxes])
+def test_thousands_of_boxes_match_the_greedy_loop(layout, threshold):
+    # Enough boxes to keep more than LAZY_KEPT (the mask takes over) or few (all lazy).
+    generator = torch.Generator().manual_seed(int(threshold * 10))
+    boxes = layout(generator, 2500)
+    scores = torch.rand(2500, generator=generator)
+    expected = vectorized_greedy_nms(boxes, scores, threshold)
+    assert torch.equal(nms(boxes, scores, threshold), expected)
+
+
+@pytest.mark.parametrize("lazy_kept", [0, 1, 70, 10 ** 9])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_every_hand_over_from_lazy_rows_to_the_mask_keeps_the_same(monkeypatch, lazy_kept, dtype):
+    monkeypatch.setattr(nms_module, "LAZY_KEPT", lazy_kept)
+    generator = torch.Generator().manual_seed(lazy_kept % 97)
+    boxes = torch.cat([clustered_boxes(generator, 100, dtype), scattered_boxes(generator, 100, dtype)])
+    scores = torch.rand(200, generator=generator)
+    for threshold in (0.3, 0.7):
+        assert torch.equal(nms(boxes, scores, threshold), reference_nms(boxes, scores, threshold))
+
+
+def test_coordinates_too_large_for_the_window_key_fall_back_to_the_mask():
+    generator = torch.Generator().manual_seed(5)
+    boxes = clustered_boxes(generator, 80, torch.float64)
+    boxes[7] = torch.tensor([-8e307, 0, 8e307, 10], dtype=torch.float64)  # a finite width
+    scores = torch.rand(80, generator=generator)
+    data = boxes.numpy()
+    width = data[:, 2] - data[:, 0] + 1
+    with pytest.raises(OverflowError):
+        nms_module._WindowIndex(data[:, 0], width, width > 0, 0.5)
+    with np.errstate(over="ignore", invalid="ignore"):
+        expected = reference_nms(boxes, scores, 0.5)
+    assert torch.equal(nms(boxes, scores, 0.5), expected)

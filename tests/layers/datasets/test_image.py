@@ -93,3 +93,89 @@ def test_blob_size_rounds_as_cv2():
     assert blob.shape == (1, 3, 600, 800) and scale == 1.6
     blob, scale = image_to_blob(np.zeros((3, 5, 3), np.uint8), 5, 100, (0, 0, 0))
     assert blob.shape == (1, 3, 5, 8)  # 5 * 5/3 = 8.33 -> 8
+
+
+# py-faster-rcnn's prep_im_for_blob resizes the float32 image minus PIXEL_MEANS
+PIXEL_MEANS = (102.9801, 115.9465, 122.7717)
+# (height, width, target_size, max_size): VOC-like sizes at 600 / 1000 (the third
+# capped by the longer side), and down- and upscales by uneven factors
+RESIZES = [(375, 500, 600, 1000), (333, 500, 600, 1000), (500, 834, 600, 1000),
+           (480, 640, 370, 1000), (61, 83, 145, 1000), (300, 700, 90, 1000)]
+
+
+def textured_image(height, width, seed):
+    """A real-looking test image: smooth shading, stripes at several frequencies and
+    angles, hard-edged discs and rectangles, and sensor-like noise."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float64)
+    channels = []
+    for c in range(3):
+        v = 90 + 60 * np.sin(x / rng.uniform(20, 60) + c) * np.cos(y / rng.uniform(15, 50))
+        angle, period = rng.uniform(0, np.pi), rng.uniform(2.5, 9)
+        v += 40 * np.sin(2 * np.pi * (x * np.cos(angle) + y * np.sin(angle)) / period)
+        channels.append(v)
+    im = np.stack(channels, axis=2)
+    for _ in range(6):
+        cx, cy, r = rng.uniform(0, width), rng.uniform(0, height), rng.uniform(5, 40)
+        im[(x - cx) ** 2 + (y - cy) ** 2 < r * r] = rng.uniform(0, 255, 3)
+        x0, y0 = int(rng.uniform(0, width)), int(rng.uniform(0, height))
+        im[y0:y0 + int(rng.uniform(3, 30)), x0:x0 + int(rng.uniform(3, 30))] = rng.uniform(0, 255, 3)
+    im += rng.normal(0, 6, im.shape)
+    return np.clip(np.rint(im), 0, 255).astype(np.uint8)
+
+
+def cv2_linear_axis(in_size, out_size, scale):
+    """cv2.resize INTER_LINEAR's taps and weights along one axis (resize.cpp): the
+    source position (d + 0.5) / scale - 0.5 rounded to float32, its floor and
+    fraction; left of the first pixel or on / right of the last, one tap of weight 1."""
+    taps = []
+    for d in range(out_size):
+        f = float(np.float32((d + 0.5) * (1.0 / scale) - 0.5))
+        s = int(np.floor(f))
+        f = float(np.float32(f - s))
+        if s < 0:
+            s, f = 0, 0.0
+        if s >= in_size - 1:
+            s, f = in_size - 1, 0.0
+        taps.append((s, min(s + 1, in_size - 1), 1.0 - f, f))
+    return taps
+
+
+def cv2_linear_resize_reference(im, scale):
+    """A slow, obvious cv2.INTER_LINEAR of an H x W x C float image with fx = fy = scale:
+    rows first, then columns, as cv2's separable passes."""
+    height, width = im.shape[:2]
+    out_h, out_w = int(round(height * scale)), int(round(width * scale))
+    rows = np.empty((height, out_w, im.shape[2]), np.float64)
+    for d, (s0, s1, w0, w1) in enumerate(cv2_linear_axis(width, out_w, scale)):
+        rows[:, d] = im[:, s0] * w0 + im[:, s1] * w1
+    out = np.empty((out_h, out_w, im.shape[2]), np.float64)
+    for d, (s0, s1, w0, w1) in enumerate(cv2_linear_axis(height, out_h, scale)):
+        out[d] = rows[s0] * w0 + rows[s1] * w1
+    return out
+
+
+@pytest.mark.parametrize("height,width,target_size,max_size", RESIZES)
+def test_blob_resamples_as_cv2_inter_linear(height, width, target_size, max_size):
+    im = textured_image(height, width, seed=height)
+    blob, im_scale = image_to_blob(im, target_size, max_size, PIXEL_MEANS)
+    expected = cv2_linear_resize_reference(im.astype(np.float32) - np.float32(PIXEL_MEANS), im_scale)
+    got = blob[0].permute(1, 2, 0).double().numpy()
+    assert got.shape == expected.shape
+    assert np.abs(got - expected).max() < 0.02
+
+
+@pytest.mark.parametrize("height,width,target_size,max_size", RESIZES)
+def test_blob_equals_opencv(height, width, target_size, max_size):
+    cv2 = pytest.importorskip("cv2")
+    im = textured_image(height, width, seed=height + 1)
+    blob, im_scale = image_to_blob(im, target_size, max_size, PIXEL_MEANS)
+    got = blob[0].permute(1, 2, 0).numpy()
+    # py-faster-rcnn's own call, on the float32 image minus the means
+    floats = im.astype(np.float32) - np.float32(PIXEL_MEANS)
+    expected = cv2.resize(floats, None, None, fx=im_scale, fy=im_scale, interpolation=cv2.INTER_LINEAR)
+    assert got.shape == expected.shape
+    assert np.abs(got - expected).max() < 0.02
+    # cv2's 8-bit path (11-bit fixed-point weights, rounded to integers) is within a grey level
+    eight_bit = cv2.resize(im, None, None, fx=im_scale, fy=im_scale, interpolation=cv2.INTER_LINEAR)
+    assert np.abs(got - (eight_bit.astype(np.float32) - np.float32(PIXEL_MEANS))).max() <= 1.0

@@ -159,10 +159,23 @@ def test_test_writes_detections_and_scores_them(voc, tmp_path, weights):
     assert Image.open(out / "vis" / "a.jpg").size == (80, 60)
     lines = sum(len((out / f"comp4_det_test_{c}.txt").read_text().splitlines()) for c in CLASSES)
     assert lines == len(records)
-    # scored on the images tested only
+    # scored on the images tested only, as the devkit scores the VOC results files
     dataset = open_dataset(f"voc:{voc}:test", cache_dir=tmp_path / "cache")
-    expected = evaluate(records, [dataset.annotation(0)], dataset.classes, "voc07")
+    expected = evaluate(read_voc_results_files(out, CLASSES), [dataset.annotation(0)],
+                        dataset.classes, "voc07")
     assert json.loads((out / "metrics.json").read_text()) == result_to_json(expected)
+
+
+def read_voc_results_files(folder, classes):
+    """The detections the VOC results files hold, as voc_eval reads them: 'image
+    score x1 y1 x2 y2' per line, 1-based corners (back to 0-based here)."""
+    records = []
+    for name in classes:
+        for line in (folder / f"comp4_det_test_{name}.txt").read_text().splitlines():
+            image, score, *corners = line.split(" ")
+            records.append({"image_id": image, "class": name, "score": float(score),
+                            "bbox": [float(v) - 1 for v in corners]})
+    return records
 
 
 def test_test_refuses_a_dataset_with_other_classes(voc, tmp_path, weights):

@@ -101,3 +101,23 @@ def test_voc_results_files(tmp_path):
     assert (tmp_path / "comp4_det_test_aeroplane.txt").read_text() == \
         "000004 0.050 1.0 1.0 500.0 375.0\n"
     assert (tmp_path / "comp4_det_test_bicycle.txt").read_text() == ""
+
+
+def test_voc_results_records_are_what_the_results_files_hold(tmp_path):
+    from layers.evaluation.detections import voc_results_records, write_voc_results
+
+    classes = ["__background__", "cat", "dog"]
+    dets = [{"image_id": "000005", "class": "cat", "bbox": [10.04, 20.06, 99.95, 50.0], "score": 0.98765},
+            {"image_id": "000007", "class": "dog", "bbox": [0.0, 0.25, 3.33333, 4.5], "score": 0.0004999},
+            {"image_id": "000007", "class": "cat", "bbox": [5.0, 5.0, 8.0, 9.0], "score": 0.12345}]
+    write_voc_results(tmp_path, dets, classes)
+    from_files = []
+    for name in classes[1:]:
+        for line in (tmp_path / f"comp4_det_test_{name}.txt").read_text().splitlines():
+            image, score, *corners = line.split()
+            from_files.append({"image_id": image, "class": name, "score": float(score),
+                               "bbox": [float(v) - 1 for v in corners]})
+    rounded = voc_results_records(dets)
+    assert sorted(rounded, key=str) == sorted(from_files, key=str)
+    assert [d["score"] for d in rounded] == [0.988, 0.0, 0.123]
+    assert dets[0]["score"] == 0.98765  # the input is left alone

@@ -272,3 +272,31 @@ def test_class_ap_returns_the_curve():
     np.testing.assert_allclose(recall, [0.0, 0.5])
     np.testing.assert_allclose(precision, [0.0, 0.5])
     assert ap == pytest.approx(0.25)
+
+
+def test_ground_truth_is_scored_as_given_not_clipped():
+    # A 100 x 50 object on a 50 x 50 image: the dataset clips it to 50 x 50 for
+    # training, voc_eval scores the XML's box. A detection of the clipped box has
+    # IoU 2500 / 5000 = 0.5 with the given one: not a match, as in voc_eval.
+    from layers.datasets.base import RecordBuilder
+
+    builder = RecordBuilder()
+    builder.add("a", "a.jpg", 50, 50, [[0, 0, 99, 49]], [1], [False])
+    ann = builder.dataset("toy", CLASSES).annotation(0)
+    assert ann["boxes"].tolist() == [[0, 0, 49, 49]]
+    assert ann["eval_boxes"].tolist() == [[0, 0, 99, 49]]
+    dets = [{"image_id": "a", "class": "cat", "bbox": [0.0, 0.0, 49.0, 49.0], "score": 0.9},
+            {"image_id": "a", "class": "cat", "bbox": [0.0, 0.0, 98.0, 49.0], "score": 0.8}]
+    result = evaluate_voc(dets, [ann], CLASSES, use_07_metric=False)
+    assert result["ap"]["cat"] == pytest.approx(0.5)  # FP then TP: precision 1/2 at recall 1
+
+
+def test_scores_as_the_voc_results_files_hold_them():
+    # 0.9004 and 0.9001 both become 0.900 in the results files: tied, the first
+    # given (a miss, FP) goes first, where the raw scores rank the TP first.
+    objects = [("a", (0, 0, 9, 9), False)]
+    dets = [("a", (0, 0, 30, 30), 0.9001), ("a", (0, 0, 9, 9), 0.9004)]
+    records, annotations = as_inputs(dets, objects)
+    raw = evaluate(records, annotations, CLASSES, "voc")["ap"]["cat"]
+    as_written = evaluate(records, annotations, CLASSES, "voc", as_voc_results=True)["ap"]["cat"]
+    assert raw == pytest.approx(1.0) and as_written == pytest.approx(0.5)
