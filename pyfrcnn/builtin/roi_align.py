@@ -12,7 +12,7 @@ pyfrcnn.ops.roi_align.
 """
 
 from ..layer import Layer
-from ..ops.roi_align import roi_align
+from ..ops import roi_align
 from ..registry import register
 from .roi_pooling import ROIPooling
 
