@@ -140,7 +140,8 @@ def sampling_matrix(rois, num, height, width, pooled_h, pooled_w, spatial_scale,
 
 def _adaptive_grid(bin_size):
     # ceil(roi size / pooled size) samples a bin; a RoI of size <= 0 (only
-    # when aligned) has none.
+    # when aligned) has none. The cap of 2^20 per axis is far beyond any real
+    # RoI: a corrupt coordinate cannot ask for all the memory.
     return torch.ceil(bin_size.nan_to_num(0.0)).clamp(min=0, max=2**20).long()
 
 
