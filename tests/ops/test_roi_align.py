@@ -216,3 +216,14 @@ def test_bad_input_is_named():
         roi_align(features[0], torch.zeros(1, 5), 2, 1.0)
     with pytest.raises(ValueError, match="output size must be positive"):
         roi_align(features, torch.zeros(1, 5), (0, 2), 1.0)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_outputs_do_not_share_the_scratch(channels):
+    # The product goes through kept scratch; each output must be its own copy.
+    generator = torch.Generator().manual_seed(12)
+    features = torch.randn(1, channels, 6, 6, generator=generator)
+    first = roi_align(features, torch.tensor([[0, 0, 0, 5, 5.0]]), 1, 1.0)
+    kept = first.clone()
+    second = roi_align(features, torch.tensor([[0, 1, 1, 3, 2.0]]), 1, 1.0)
+    assert torch.equal(first, kept) and not torch.equal(first, second)
