@@ -57,5 +57,6 @@ def test_resnet50_c4_trains_two_steps(tmp_path):
     for name in ("rpn_conv/3x3", "cls_score", "bbox_pred"):
         assert name in trained and name not in initial
     log = (tmp_path / "run" / "train.log").read_text()
-    losses = [float(line.split("= ")[1].split()[0]) for line in log.splitlines() if "Train net output" in line]
+    losses = [float(line.split("= ")[1].split()[0]) for line in log.splitlines()
+              if "Train net output" in line]
     assert len(losses) == 8 and all(math.isfinite(v) for v in losses)

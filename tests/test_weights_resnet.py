@@ -5,7 +5,6 @@ ResNet-50, both built here (no download) and loaded by name."""
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from pyfrcnn.cli import main
 from pyfrcnn.errors import WeightsError
@@ -17,13 +16,17 @@ from tests.conftest import REPO_DIR
 from tests.torchvision_resnet import fake_resnet50
 
 TEST_NET = str(REPO_DIR / "prototxt" / "resnet50_c4" / "test.prototxt")
+# Caffe's layer type by name prefix, for the stand-in .caffemodel.
+LAYER_TYPES = (("res", "Convolution"), ("conv", "Convolution"), ("bn", "BatchNorm"),
+               ("scale", "Scale"), ("fc", "InnerProduct"))
 # Layers of the detector that ImageNet weights do not have.
 DETECTION_LAYERS = {"rpn_conv/3x3", "rpn_cls_score", "rpn_bbox_pred", "cls_score", "bbox_pred"}
 STEM = """
 input: "data" input_shape { dim: 1 dim: 3 dim: 40 dim: 48 }
 layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
         convolution_param { num_output: 64 kernel_size: 7 pad: 3 stride: 2 } }
-layer { name: "bn_conv1" type: "BatchNorm" bottom: "conv1" top: "conv1" batch_norm_param { use_global_stats: true } }
+layer { name: "bn_conv1" type: "BatchNorm" bottom: "conv1" top: "conv1"
+        batch_norm_param { use_global_stats: true } }
 layer { name: "scale_conv1" type: "Scale" bottom: "conv1" top: "conv1" scale_param { bias_term: true } }
 layer { name: "conv1_relu" type: "ReLU" bottom: "conv1" top: "conv1" }
 """
@@ -95,7 +98,8 @@ def test_caffemodel_loads_by_name(tmp_path, test_net):
     generator = torch.Generator().manual_seed(1)
     model, values = pb.NetParameter(name="ResNet-50"), {}
     for name, shapes in caffe_resnet50_blobs().items():
-        layer = model.layer.add(name=name, type="Convolution" if name.startswith(("res", "conv")) else "Scale")
+        kind = next(t for prefix, t in LAYER_TYPES if name.startswith(prefix))
+        layer = model.layer.add(name=name, type=kind)
         values[name] = [torch.randn(shape, generator=generator) for shape in shapes]
         for tensor in values[name]:
             blob = layer.blobs.add()
@@ -127,7 +131,8 @@ def test_torchvision_resnet50_converts_and_loads(resnet_pth, test_net, tmp_path,
     bn, scale = layers["bn4c_branch2a"], layers["scale4c_branch2a"]
     assert torch.equal(bn[0], state["layer3.2.bn1.running_mean"])
     assert torch.equal(bn[1], state["layer3.2.bn1.running_var"]) and bn[2].tolist() == [1.0]
-    assert torch.equal(scale[0], state["layer3.2.bn1.weight"]) and torch.equal(scale[1], state["layer3.2.bn1.bias"])
+    assert torch.equal(scale[0], state["layer3.2.bn1.weight"])
+    assert torch.equal(scale[1], state["layer3.2.bn1.bias"])
     assert torch.equal(layers["scale2a_branch1"][1], state["layer1.0.downsample.1.bias"])
 
 
@@ -142,7 +147,8 @@ def test_converted_stem_takes_our_input(resnet_pth):
     bgr = torch.rand(1, 3, 40, 48, generator=generator) * 255
     ours = stem.forward(data=bgr - torch.tensor(CAFFE_PIXEL_MEANS).view(1, 3, 1, 1))["conv1"]
     rgb = bgr.flip(1) / 255
-    normalised = (rgb - torch.tensor(TORCHVISION_MEAN).view(1, 3, 1, 1)) / torch.tensor(TORCHVISION_STD).view(1, 3, 1, 1)
+    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in (TORCHVISION_MEAN, TORCHVISION_STD))
+    normalised = (rgb - mean) / std
     with torch.no_grad():
         theirs = model.stem(normalised)
     assert ours.shape == theirs.shape == (1, 64, 20, 24)
@@ -165,4 +171,5 @@ def test_bad_state_dicts_name_the_key(resnet_pth):
                                            "ResNet-50's is 128"):
         resnet50_from_state_dict(broken, "r.pth", fold)
     with pytest.raises(WeightsError, match=r"no layer4.2.conv3.weight \(res5c_branch2c\)"):
-        resnet50_from_state_dict({k: v for k, v in state.items() if k != "layer4.2.conv3.weight"}, "r.pth", fold)
+        resnet50_from_state_dict({k: v for k, v in state.items() if k != "layer4.2.conv3.weight"},
+                                 "r.pth", fold)

@@ -38,7 +38,8 @@ def test_known_values(device):
 
 @pytest.mark.parametrize("features, rois, params, message", [
     ((1, 3, 8, 8), (4, 5), "pooled_h: 0 pooled_w: 7", "pooled_h and pooled_w must be positive, got 0 x 7"),
-    ((1, 3, 8, 8), (4, 5), "pooled_h: 7 pooled_w: 7 spatial_scale: 0", "spatial_scale must be positive, got 0"),
+    ((1, 3, 8, 8), (4, 5), "pooled_h: 7 pooled_w: 7 spatial_scale: 0",
+     "spatial_scale must be positive, got 0"),
     ((1, 3, 8, 8), (4, 4), "pooled_h: 7 pooled_w: 7", "bottom 1 'rois' must be R x 5 rois"),
     ((3, 8, 8), (4, 5), "pooled_h: 7 pooled_w: 7", "bottom 0 'features' must be N x C x H x W, got 3x8x8"),
 ])
