@@ -57,6 +57,7 @@ import numpy as np
 import torch
 from google.protobuf.message import DecodeError
 
+from . import weights_resnet
 from .errors import WeightsError
 from .net import WEIGHTS_FORMAT, atomic_torch_save, format_shape
 from .proto import pyfrcnn_pb2 as pb
@@ -253,13 +254,19 @@ def read_any(path, pixel_means=CAFFE_PIXEL_MEANS):
         meta = {"source_format": FORMAT_TORCHVISION_VGG16,
                 "pixel_means": [float(p) for p in pixel_means]}
         return FORMAT_TORCHVISION_VGG16, layers, meta, skipped
+    if isinstance(payload, dict) and weights_resnet.RESNET50_KEY in payload:
+        layers, skipped = weights_resnet.resnet50_from_state_dict(
+            payload, path, lambda w, b: fold_torchvision_input(w, b, pixel_means))
+        meta = {"source_format": weights_resnet.FORMAT_TORCHVISION_RESNET50,
+                "pixel_means": [float(p) for p in pixel_means]}
+        return weights_resnet.FORMAT_TORCHVISION_RESNET50, layers, meta, skipped
     if isinstance(payload, dict):
         keys = [str(k) for k in list(payload)[:5]]
         found = f"a dict with keys {', '.join(keys)}{' ...' if len(payload) > 5 else ''}"
     else:
         found = f"a {type(payload).__name__}"
     raise WeightsError(f"{path}: a torch file holding {found}: neither pyfrcnn weights nor "
-                       "torchvision's VGG16 state_dict")
+                       "torchvision's VGG16 or ResNet-50 state_dict")
 
 
 def convert(in_path, out_path, pixel_means=CAFFE_PIXEL_MEANS):
@@ -305,7 +312,7 @@ def _pixel_means(text):
 
 
 def add_convert_arguments(parser):
-    parser.add_argument("input", help="a .caffemodel, torchvision's VGG16 .pth or pyfrcnn weights")
+    parser.add_argument("input", help="a .caffemodel, torchvision's VGG16 or ResNet-50 .pth, or pyfrcnn weights")
     parser.add_argument("output", help="the pyfrcnn weights file to write")
     parser.add_argument("--pixel-means", type=_pixel_means, default=CAFFE_PIXEL_MEANS,
                         metavar="B,G,R",

@@ -30,6 +30,7 @@ MINIMAL = {
     "Pooling": ("", ["x"], ["y"], "pooling_param { pool: MAX kernel_size: 2 stride: 2 }"),
     "ReLU": ("", ["x"], ["y"], ""),
     "Reshape": ("", ["x"], ["y"], "reshape_param { shape { dim: 0 dim: -1 } }"),
+    "ROIAlign": (ROIS, ["x", "rois"], ["y"], "roi_align_param { pooled_h: 2 pooled_w: 2 aligned: true }"),
     "ROIPooling": (ROIS, ["x", "rois"], ["y"], "roi_pooling_param { pooled_h: 2 pooled_w: 2 spatial_scale: 1 }"),
     "Scale": ("", ["x"], ["y"], ""),
     "Sigmoid": ("", ["x"], ["y"], ""),

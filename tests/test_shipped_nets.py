@@ -24,6 +24,6 @@ def test_shipped_net_builds(path, capsys):
         args += ["--input-shape", "data=1,3,600,1000", "im_info=1,3"]
     assert main(args) == 0, capsys.readouterr().err
     out = capsys.readouterr().out
-    conv = "conv5_3" if "vgg16" in str(path) else "conv5"
+    conv = {"vgg16": "conv5_3", "resnet50_c4": "res4f"}.get(path.parent.name, "conv5")
     stride16 = "38x63" if phase == "TEST" else "?x?"
     assert stride16 in next(line for line in out.splitlines() if line.startswith(conv + " "))

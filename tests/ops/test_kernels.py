@@ -28,6 +28,8 @@ ENTRY_POINTS = {
     "roi_pool.cu": ["roi_pool_forward_float", "roi_pool_forward_double",
                     "roi_pool_backward_float", "roi_pool_backward_double"],
     "nms.cu": ["nms_mask_float", "nms_mask_double"],
+    "roi_align.cu": ["roi_align_forward_float", "roi_align_forward_double",
+                     "roi_align_backward_float", "roi_align_backward_double"],
 }
 NVCC = shutil.which("nvcc")
 
