@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from pyfrcnn.ops import _cuda, nms, roi_pool
-from pyfrcnn.ops.nms import nms_cpu, suppression_mask
+from pyfrcnn.ops.nms import greedy_sweep, nms_cpu, suppression_mask
 from pyfrcnn.ops.roi_pool import roi_pool_backward_cpu, roi_pool_forward_cpu
 from tests.conftest import requires_cuda
 from tests.ops import kernel_harness
@@ -27,7 +27,7 @@ SOURCES = sorted(path.name for path in _cuda.KERNEL_DIR.glob("*.cu"))
 ENTRY_POINTS = {
     "roi_pool.cu": ["roi_pool_forward_float", "roi_pool_forward_double",
                     "roi_pool_backward_float", "roi_pool_backward_double"],
-    "nms.cu": ["nms_mask_float", "nms_mask_double"],
+    "nms.cu": ["nms_mask_float", "nms_mask_double", "nms_keep"],
 }
 NVCC = shutil.which("nvcc")
 
@@ -138,6 +138,30 @@ def test_nms_kernel_matches_cpu_path(emulated, num, threshold, dtype):
     assert torch.equal(keep, nms_cpu(boxes, scores, threshold))
 
 
+@pytest.mark.parametrize("threads", [1, 2, 256])
+def test_nms_keep_kernel_sweeps_as_the_host_does(emulated, threads):
+    # 300 boxes: 5 mask words, swept by fewer, as many or more threads than words.
+    generator = torch.Generator().manual_seed(threads)
+    boxes = clustered_boxes(generator, 300)
+    order = torch.sort(torch.rand(300, generator=generator), descending=True, stable=True)[1]
+    sorted_boxes = boxes[order].contiguous()
+    mask = kernel_harness.nms_mask(emulated, sorted_boxes, 0.4)
+    keep, launch = _cuda.nms_keep_launch(torch.from_numpy(mask.view(np.int64)))
+    assert launch.block == (5, 1, 1) and launch.grid == (1, 1, 1)
+    emulated.run(launch._replace(block=(threads, 1, 1)))
+    expected = greedy_sweep(suppression_mask(sorted_boxes, 0.4))
+    assert torch.equal(torch.nonzero(keep)[:, 0], torch.from_numpy(expected))
+    assert 0 < expected.size < 300
+
+
+def test_nms_too_wide_for_the_keep_kernel_sweeps_on_the_host(emulated, monkeypatch):
+    monkeypatch.setattr(_cuda, "NMS_KEEP_MAX_WORDS", 1)
+    generator = torch.Generator().manual_seed(3)
+    boxes = clustered_boxes(generator, 130)
+    scores = torch.rand(130, generator=generator)
+    assert torch.equal(kernel_harness.nms(emulated, boxes, scores, 0.5), nms_cpu(boxes, scores, 0.5))
+
+
 def test_nms_kernel_on_huge_and_infinite_boxes(emulated):
     generator = torch.Generator().manual_seed(9)
     boxes = clustered_boxes(generator, 40)
@@ -198,3 +222,12 @@ def test_harness_refuses_a_syncing_kernel_run_one_thread_at_a_time(emulated, mon
     monkeypatch.setattr(kernel_harness, "SYNCING_KERNELS", set())
     with pytest.raises(RuntimeError, match="__syncthreads"):
         kernel_harness.nms_mask(emulated, torch.rand(3, 4) * 10 + torch.tensor([0, 0, 20, 20]), 0.5)
+
+
+def test_cuda_tensors_without_cupy_are_an_error_not_a_copy(monkeypatch):
+    from pyfrcnn.errors import DeviceError
+
+    monkeypatch.setattr(_cuda, "_cupy", False)
+    _, launch = _cuda.nms_mask_launch(torch.rand(3, 4) + torch.tensor([0, 0, 5, 5]), 0.5)
+    with pytest.raises(DeviceError, match="nms on cuda:0: the CUDA path needs cupy"):
+        _cuda.run(launch, torch.device("cuda", 0))
