@@ -49,6 +49,7 @@ from pyfrcnn.layer import Layer
 from .anchors import anchor_grid
 from .bbox import bbox_coverage, bbox_overlaps, bbox_transform, check_boxes
 from .config import detection_config, parse_param_str
+from .constants import constant
 from .sampling import generator_state, make_generator, set_generator_state, subsample
 
 DONTCARE_AREA_INTERSECTION_HI = 0.5
@@ -149,12 +150,14 @@ class AnchorTargetLayer(Layer):
         height, width = rpn_cls_score.shape[2], rpn_cls_score.shape[3]
         a = self.grid.num_anchors
         gt_boxes = gt_boxes.detach().to(device=device, dtype=torch.float32)[:, :4]
-        check_boxes(self, "gt_boxes", gt_boxes)
+        if self.host_checks(gt_boxes):
+            check_boxes(self, "gt_boxes", gt_boxes)
         if gt_ishard is not None:
             gt_ishard = gt_ishard.detach().to(device)
         if dontcare_areas is not None:
             dontcare_areas = dontcare_areas.detach().to(device=device, dtype=torch.float32)
-            check_boxes(self, "dontcare_areas", dontcare_areas)
+            if self.host_checks(dontcare_areas):
+                check_boxes(self, "dontcare_areas", dontcare_areas)
         im_info = im_info.detach().to(device=device, dtype=torch.float32)
 
         all_anchors = self.grid.shifted(height, width, device)
@@ -172,7 +175,7 @@ class AnchorTargetLayer(Layer):
         if gt_boxes.shape[0]:
             targets = bbox_transform(anchors, gt_boxes[argmax_overlaps])
         inside_weights = anchors.new_zeros(anchors.shape)
-        inside_weights[labels == 1] = torch.tensor(train.RPN_BBOX_INSIDE_WEIGHTS, device=device)
+        inside_weights[labels == 1] = constant(train.RPN_BBOX_INSIDE_WEIGHTS, device)
         outside_weights = self._outside_weights(labels, train)
 
         total = all_anchors.shape[0]

@@ -58,7 +58,12 @@ def anchor_grid(layer, feat_stride, ratios, scales):
 
 class AnchorGrid:
     """The reference anchors of a layer and a cache of their shifts per map size
-    and device (the shifted set is the same every forward for a given map)."""
+    and device (the shifted set is the same every forward for a given map).
+
+    The cache buys one arange/meshgrid/stack per forward (several small ops
+    and, on a GPU, a copy of the base anchors) and changes no bit: a cached
+    set is the very tensor shift_anchors made for that (H, W, device), and
+    callers only read it."""
 
     def __init__(self, feat_stride, ratios, scales):
         self.feat_stride = feat_stride

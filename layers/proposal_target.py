@@ -44,6 +44,7 @@ from pyfrcnn.layer import Layer
 
 from .bbox import bbox_overlaps, bbox_transform, check_boxes
 from .config import detection_config, parse_param_str
+from .constants import constant
 from .sampling import generator_state, make_generator, set_generator_state, subsample, uniform
 
 GT_JITTER = 0.05
@@ -73,7 +74,7 @@ def expand_targets(targets, labels, num_classes, inside_weights):
     fg = (labels > 0).nonzero().squeeze(1)
     columns = 4 * labels[fg].long()[:, None] + torch.arange(4, device=targets.device)
     bbox_targets[fg[:, None], columns] = targets[fg]
-    bbox_inside[fg[:, None], columns] = torch.tensor(inside_weights, device=targets.device)
+    bbox_inside[fg[:, None], columns] = constant(inside_weights, targets.device)
     return bbox_targets, bbox_inside
 
 
@@ -116,7 +117,8 @@ class ProposalTargetLayer(Layer):
         gt_boxes = bottoms[1].detach().to(device=device, dtype=torch.float32)
         hard = (bottoms[2].detach().to(device) != 0 if len(bottoms) > 2
                 else torch.zeros(gt_boxes.shape[0], dtype=torch.bool, device=device))
-        self._check_inputs(rpn_rois, gt_boxes)
+        if self.host_checks(gt_boxes):
+            self._check_inputs(rpn_rois, gt_boxes)
 
         easy_boxes = gt_boxes[~hard, :4]
         candidates = [rpn_rois[:, 1:], easy_boxes]
@@ -137,8 +139,8 @@ class ProposalTargetLayer(Layer):
             labels[:fg_inds.shape[0]] = assigned[:fg_inds.shape[0], 4]
             targets = bbox_transform(boxes, assigned[:, :4])
         if train.BBOX_NORMALIZE_TARGETS_PRECOMPUTED:
-            means = torch.tensor(train.BBOX_NORMALIZE_MEANS, device=device)
-            stds = torch.tensor(train.BBOX_NORMALIZE_STDS, device=device)
+            means = constant(train.BBOX_NORMALIZE_MEANS, device)
+            stds = constant(train.BBOX_NORMALIZE_STDS, device)
             targets = (targets - means) / stds
         bbox_targets, bbox_inside = expand_targets(targets, labels, self.params.num_classes,
                                                    train.BBOX_INSIDE_WEIGHTS)
@@ -175,10 +177,11 @@ class ProposalTargetLayer(Layer):
         max_overlaps, gt_assignment = overlaps.max(dim=1)
         fg = max_overlaps >= train.FG_THRESH
         bg = (max_overlaps < train.BG_THRESH_HI) & (max_overlaps >= train.BG_THRESH_LO)
-        if bool(hard.any()):
-            near_hard = overlaps[:, hard].max(dim=1).values >= train.FG_THRESH
-            fg &= ~near_hard
-            bg &= ~near_hard
+        # With no hard gt every IoU is masked to -1 and nothing changes; the
+        # mask, not a test of hard.any(), keeps the host out of the step.
+        near_hard = overlaps.masked_fill(~hard[None, :], -1.0).max(dim=1).values >= train.FG_THRESH
+        fg &= ~near_hard
+        bg &= ~near_hard
         return fg.nonzero().squeeze(1), bg.nonzero().squeeze(1), gt_assignment
 
 
