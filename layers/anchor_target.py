@@ -84,15 +84,17 @@ def label_anchors(anchors, gt_boxes, train, gt_ishard=None, dontcare_areas=None)
         if hard is not None:
             positive &= ~hard[argmax_overlaps]
     negative = max_overlaps < train.RPN_NEGATIVE_OVERLAP
+    # masked_fill_, not labels[mask] = v: a boolean index is a nonzero() and,
+    # on a GPU, a wait for the device.
     if train.RPN_CLOBBER_POSITIVES:
-        labels[positive] = 1
-        labels[negative] = 0
+        labels.masked_fill_(positive, 1)
+        labels.masked_fill_(negative, 0)
     else:
-        labels[negative] = 0
-        labels[positive] = 1
+        labels.masked_fill_(negative, 0)
+        labels.masked_fill_(positive, 1)
     if dontcare_areas is not None and dontcare_areas.shape[0] and n:
         covered = bbox_coverage(anchors, dontcare_areas).sum(dim=1)
-        labels[covered > DONTCARE_AREA_INTERSECTION_HI] = -1
+        labels.masked_fill_(covered > DONTCARE_AREA_INTERSECTION_HI, -1)
     return labels, argmax_overlaps
 
 
@@ -174,8 +176,8 @@ class AnchorTargetLayer(Layer):
         targets = anchors.new_zeros(anchors.shape)
         if gt_boxes.shape[0]:
             targets = bbox_transform(anchors, gt_boxes[argmax_overlaps])
-        inside_weights = anchors.new_zeros(anchors.shape)
-        inside_weights[labels == 1] = constant(train.RPN_BBOX_INSIDE_WEIGHTS, device)
+        inside_weights = torch.where((labels == 1)[:, None], constant(train.RPN_BBOX_INSIDE_WEIGHTS, device),
+                                     anchors.new_zeros(()))
         outside_weights = self._outside_weights(labels, train)
 
         total = all_anchors.shape[0]

@@ -65,13 +65,17 @@ def jitter_boxes(boxes, generator, jitter=GT_JITTER):
     return boxes + torch.stack([dx, dy, dx, dy], dim=1)
 
 
-def expand_targets(targets, labels, num_classes, inside_weights):
+def expand_targets(targets, labels, num_classes, inside_weights, num_fg=None):
     """S x 4 targets -> S x 4K with each foreground row's targets in the columns of its
-    class; returns (bbox_targets, bbox_inside_weights)."""
+    class; returns (bbox_targets, bbox_inside_weights). `num_fg`: the foreground
+    rows are the first num_fg (the layer's order), which spares a nonzero()."""
     s = targets.shape[0]
     bbox_targets = targets.new_zeros((s, 4 * num_classes))
     bbox_inside = targets.new_zeros((s, 4 * num_classes))
-    fg = (labels > 0).nonzero().squeeze(1)
+    if num_fg is None:
+        fg = (labels > 0).nonzero().squeeze(1)
+    else:
+        fg = torch.arange(num_fg, device=targets.device)
     columns = 4 * labels[fg].long()[:, None] + torch.arange(4, device=targets.device)
     bbox_targets[fg[:, None], columns] = targets[fg]
     bbox_inside[fg[:, None], columns] = constant(inside_weights, targets.device)
@@ -120,7 +124,9 @@ class ProposalTargetLayer(Layer):
         if self.host_checks(gt_boxes):
             self._check_inputs(rpn_rois, gt_boxes)
 
-        easy_boxes = gt_boxes[~hard, :4]
+        # Without a gt_ishard bottom every gt is easy: a slice, not a boolean index
+        # (which on a GPU would wait for the device).
+        easy_boxes = gt_boxes[~hard, :4] if len(bottoms) > 2 else gt_boxes[:, :4]
         candidates = [rpn_rois[:, 1:], easy_boxes]
         if train.ADD_JITTERED_GT:
             candidates.append(jitter_boxes(easy_boxes, self.generator))
@@ -142,8 +148,9 @@ class ProposalTargetLayer(Layer):
             means = constant(train.BBOX_NORMALIZE_MEANS, device)
             stds = constant(train.BBOX_NORMALIZE_STDS, device)
             targets = (targets - means) / stds
+        # Foregrounds come first, and each has a class >= 1 (checked on the CPU).
         bbox_targets, bbox_inside = expand_targets(targets, labels, self.params.num_classes,
-                                                   train.BBOX_INSIDE_WEIGHTS)
+                                                   train.BBOX_INSIDE_WEIGHTS, fg_inds.shape[0])
         rois = torch.cat([boxes.new_zeros(boxes.shape[0], 1), boxes], dim=1)
         return rois, labels, bbox_targets, bbox_inside, (bbox_inside > 0).float()
 

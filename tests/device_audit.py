@@ -9,7 +9,11 @@ made the call (pyfrcnn/ or layers/, outside the excluded files):
     CUDA bottoms; draws from a CPU torch.Generator are allowed (the sampling
     layers draw on the CPU on purpose and move the result);
   - torch.tensor (and as_tensor of Python data): a copy from host memory on
-    every call, which on a GPU waits for the device.
+    every call, which on a GPU waits for the device;
+  - size reads: nonzero, masked_select and boolean indexing, whose result's
+    size the host must learn; on a GPU each waits for the device too, but a
+    variable-size output (proposals, sampled RoIs) needs some. Kept apart
+    (`size_reads`) so that a test can hold them to a known list.
 Nothing is faked: the code runs on the CPU as it always does; what is recorded
 is what would cost a device round trip or break on another device.
 
@@ -40,14 +44,19 @@ class HostAudit(TorchFunctionMode):
     def __init__(self):
         super().__init__()
         self.found = collections.Counter()  # (what, "file:line in function") -> calls
+        self.size_reads = collections.Counter()  # likewise, for size reads
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        what = self._classify(getattr(func, "__name__", ""), args, kwargs)
+        name = getattr(func, "__name__", "")
+        what = self._classify(name, args, kwargs)
+        found = self.found
+        if what is None and _is_size_read(name, args):
+            what, found = f"size read ({name})", self.size_reads
         if what is not None:
             site = self._call_site()
             if site is not None:
-                self.found[what, site] += 1
+                found[what, site] += 1
         return func(*args, **kwargs)
 
     @staticmethod
@@ -80,5 +89,15 @@ class HostAudit(TorchFunctionMode):
             frame = frame.f_back
         return None
 
-    def report(self):
-        return "\n".join(f"{site}: {what} x{n}" for (what, site), n in sorted(self.found.items()))
+    def report(self, found=None):
+        found = self.found if found is None else found
+        return "\n".join(f"{site}: {what} x{n}" for (what, site), n in sorted(found.items()))
+
+
+def _is_size_read(name, args):
+    if name in ("nonzero", "masked_select", "argwhere"):
+        return True
+    if name in ("__getitem__", "__setitem__") and len(args) > 1:
+        index = args[1] if isinstance(args[1], tuple) else (args[1],)
+        return any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in index)
+    return False

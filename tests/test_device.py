@@ -5,7 +5,11 @@ training and test steps make no host round trip, checked on the CPU.
    shapes data) and a test forward of each test net run under HostAudit
    (tests/device_audit.py), with Layer.host_checks answering as on a GPU:
    no layer reads a tensor on the host, makes a tensor on the CPU by
-   default or copies a constant from host memory.
+   default or copies a constant from host memory. The reads of a size that
+   variable-size outputs need (nonzero) are held to a known list: six a
+   training step (anchors inside the image, RPN fg and bg, proposals above
+   the minimum size, RoI fg and bg); on a GPU, NMS's kept count and the
+   solver's loss (for its NaN guard) are the other two waits of a step.
 2. The same layers then run on the `meta` device, fed meta tensors of the
    shapes the real step saw: a layer holding a CPU tensor of its own, or
    making one, fails there (meta and CPU tensors do not mix). Layers whose
@@ -32,6 +36,13 @@ from tests.device_audit import HostAudit
 
 # Layers whose forward reads values: they cannot run on meta (audited in step 1).
 VALUE_DEPENDENT = {"Python", "ROIPooling", "SoftmaxWithLoss", "Accuracy"}
+# Where a training step learns a size on the host: (file, function) -> reads.
+TRAIN_SIZE_READS = {
+    ("layers/anchor_target.py", "forward"): 1,     # anchors inside the image
+    ("layers/anchor_target.py", "_sample"): 2,     # RPN foreground, background
+    ("layers/proposal.py", "forward"): 1,          # proposals above RPN_MIN_SIZE
+    ("layers/proposal_target.py", "_fg_bg"): 2,    # RoI foreground, background
+}
 
 
 def tiny(cache, net):
@@ -93,6 +104,12 @@ def test_train_step_reads_nothing_on_the_host(cache, tmp_path, name, as_on_a_gpu
     net = train_net(cache, tmp_path, name)
     audit = audited_step(net)
     assert not audit.found, "\n" + audit.report()
+    reads = {}
+    for (_, site), n in audit.size_reads.items():
+        path, _, function = site.partition(" in ")
+        key = (path.split(":")[0], function)
+        reads[key] = reads.get(key, 0) + n
+    assert reads == TRAIN_SIZE_READS, "\n" + audit.report(audit.size_reads)
     assert {"Convolution", "Pooling", "InnerProduct"} - {l.type for l in net.layers} == set()
     blobs = {k: v.detach() for k, v in net.blobs.items()}
     assert run_on_meta(net, blobs) == {"Python", "ROIPooling", "SoftmaxWithLoss"}
