@@ -166,10 +166,11 @@ class Check:
                 "status": "missing", "reason": f"{script.relative_to(REPO)} is not in this tree"}
             self.save()
             return
-        sizes = (["--nets", "fast", "--steps", "2"] if self.cpu
-                 else ["--nets", "vgg16", "--vgg16-steps", "20"])
+        sizes = (["--nets", "fast", "--steps", "2", *tiny_shapes(self.out / "data_cache")]
+                 if self.cpu else ["--nets", "vgg16", "--vgg16-steps", "20"])
         record, _ = self.run("bench_vs_torchvision", [self.python, script, "--device", self.device,
-                                                      *sizes, "--json", path])
+                                                      *sizes, "--out", self.out / "bench_vs_torchvision",
+                                                      "--json", path])
         if path.exists():
             try:
                 record["result"] = json.loads(path.read_text(encoding="utf-8"))
