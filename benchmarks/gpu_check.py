@@ -12,15 +12,18 @@ fails, times out or is missing is recorded and the next one runs:
   cuda_tests            pytest -m requires_cuda (CuPy roi_pool forward bit-equal to the
                         CPU path, backward <= 1e-6, CuPy NMS the same keeps, every layer
                         test's cuda case)
-  main_job              pyfrcnn solve solvers/shapes_solver.yaml --device cuda to the end:
-                        wall time, mAP, median s/step and images/s of the fast net
   vgg16_step            pyfrcnn's VGG16 end2end training step on a prepared 600x1000 blob
                         (one image, forward + backward + update): median of 20 after 5
-                        warm-up steps, peak GPU memory
-  bench_vs_torchvision  benchmarks/bench_vs_torchvision.py --device cuda --nets vgg16
-                        --vgg16-steps 20: the same step beside torchvision's FasterRCNN
+                        warm-up steps, peak GPU memory, and the waits for the device in
+                        one more step (torch.cuda.set_sync_debug_mode, by source line)
   vgg16_test            benchmarks/bench_inference.py on prototxt/vgg16/test.prototxt at
                         scale 600: ms/image
+  time_cli              pyfrcnn time --device cuda on the fast test net
+  bench_vs_torchvision  benchmarks/bench_vs_torchvision.py --device cuda --nets vgg16
+                        --vgg16-steps 20: the same step beside torchvision's FasterRCNN
+  main_job              pyfrcnn solve solvers/shapes_solver.yaml --device cuda to the end:
+                        wall time, mAP, median s/step and images/s of the fast net; it
+                        runs last, and the steps before it leave it RESERVE_S seconds
 
 OUT/summary.json holds {"mode", "started", "budget_s", "steps": {name: {"status",
 "seconds", "log", ...figures}}, "targets"}; it is rewritten after every step, so
@@ -54,11 +57,14 @@ TARGETS = {
     "vgg16_test_ms_per_image": 25.0, "main_job_wall_s": 60.0, "main_job_map": 0.90,
 }
 
-# name -> (timeout on a GPU, timeout with --cpu), seconds
+# In the order they run: name -> (timeout on a GPU, timeout with --cpu), seconds.
 TIMEOUTS = {
-    "environment": (60, 30), "cuda_tests": (150, 90), "main_job": (240, 90),
-    "vgg16_step": (90, 60), "bench_vs_torchvision": (150, 60), "vgg16_test": (60, 40),
+    "environment": (60, 30), "cuda_tests": (150, 90), "vgg16_step": (90, 60),
+    "vgg16_test": (60, 40), "time_cli": (40, 30), "bench_vs_torchvision": (150, 60),
+    "main_job": (240, 90),
 }
+# Seconds that the steps before the main job leave it, on a GPU (with --cpu).
+RESERVE_S = (150, 30)
 
 
 def tiny_shapes(cache):
@@ -83,7 +89,10 @@ class Check:
     def run(self, name, command, env=None):
         """Run `command` with the step's timeout (cut to the budget left);
         returns (record, stdout text). The record is in the summary already."""
-        limit = min(TIMEOUTS[name][1 if self.cpu else 0], self.deadline - time.monotonic())
+        left = self.deadline - time.monotonic()
+        if name != "main_job":
+            left -= RESERVE_S[1 if self.cpu else 0]
+        limit = min(TIMEOUTS[name][1 if self.cpu else 0], left)
         record = {"command": " ".join(str(c) for c in command), "log": f"{name}.log"}
         self.summary["steps"][name] = record
         if limit < 5:
@@ -158,6 +167,16 @@ class Check:
         record.update(_last_json(stdout) or {})
         self.save()
 
+    def time_cli(self):
+        command = [self.python, "-m", "pyfrcnn", "time", "prototxt/fast/test.prototxt", "--input-shape",
+                   "data=1,3,96,128" if self.cpu else "data=1,3,320,480", "im_info=1,3",
+                   "--device", self.device, "-n", "1" if self.cpu else "5", "--warmup", "1"]
+        record, stdout = self.run("time_cli", command)
+        for line in stdout.splitlines():
+            if line.startswith("Average Forward-Backward:"):
+                record["forward_backward_ms"] = float(line.split()[2])
+        self.save()
+
     def bench_vs_torchvision(self):
         script = REPO / "benchmarks" / "bench_vs_torchvision.py"
         path = self.out / "bench_vs_torchvision.json"
@@ -211,10 +230,13 @@ def _figures(name, record):
                 f"{_fmt(r.get('images_per_s'))} images/s")
     if name == "vgg16_step":
         return (f"median {_fmt(r.get('median_s'))} s/step (target <= {TARGETS['vgg16_step_s']}), "
-                f"peak {_fmt(r.get('peak_memory_gb'))} GB (target <= {TARGETS['vgg16_peak_memory_gb']})")
+                f"peak {_fmt(r.get('peak_memory_gb'))} GB (target <= {TARGETS['vgg16_peak_memory_gb']}), "
+                f"{r.get('device_waits_per_step', '?')} waits/step")
     if name == "bench_vs_torchvision":
         result = r.get("result")
         return r.get("reason", "") if result is None else json.dumps(result)[:160]
+    if name == "time_cli":
+        return f"{_fmt(r.get('forward_backward_ms'))} ms forward-backward"
     if name == "vgg16_test":
         return (f"{_fmt(r.get('median_ms'))} ms/image median (target <= "
                 f"{TARGETS['vgg16_test_ms_per_image']:.0f})")
@@ -356,8 +378,39 @@ def vgg16_step_worker(device, steps, warmup, scale, max_size, work_dir, solver_f
     if device.type == "cuda":
         result["peak_memory_gb"] = torch.cuda.max_memory_allocated(device) / 1e9
         result["peak_reserved_gb"] = torch.cuda.max_memory_reserved(device) / 1e9
+        result.update(device_waits(solver.run_step))
     print(json.dumps(result))
     return 0
+
+
+def device_waits(step):
+    """{"device_waits_per_step", "device_waits"}: the operations of one call of
+    `step` that waited for the GPU, counted by source line (the frame of our
+    code nearest to the operation), as torch.cuda.set_sync_debug_mode reports
+    them."""
+    import traceback
+    import warnings
+
+    import torch
+
+    sites = {}
+
+    def note(message, category, filename, lineno, file=None, line=None):
+        frames = [f for f in traceback.extract_stack()[:-1]
+                  if f.filename.startswith(str(REPO)) and f.filename != __file__]
+        where = (f"{Path(frames[-1].filename).relative_to(REPO)}:{frames[-1].lineno}"
+                 if frames else f"{filename}:{lineno}")
+        sites[where] = sites.get(where, 0) + 1
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = note  # restored by catch_warnings
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            step()
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+    return {"device_waits_per_step": sum(sites.values()), "device_waits": sites}
 
 
 def main(argv=None):
@@ -383,8 +436,7 @@ def main(argv=None):
         return vgg16_step_worker(args.device, args.steps, args.warmup, args.scale, args.max_size,
                                  args.work_dir, args.solver)
     check = Check(args.out, args.cpu, args.budget or (180 if args.cpu else 480), args.python)
-    for name in ("environment", "cuda_tests", "main_job", "vgg16_step", "bench_vs_torchvision",
-                 "vgg16_test"):
+    for name in TIMEOUTS:
         if not args.only or name in args.only:
             getattr(check, name)()
     check.summary["finished"] = datetime.datetime.now(datetime.timezone.utc).isoformat(

@@ -12,7 +12,8 @@ import pytest
 
 from tests.conftest import REPO_DIR
 
-STEPS = ["environment", "cuda_tests", "main_job", "vgg16_step", "bench_vs_torchvision", "vgg16_test"]
+STEPS = ["environment", "cuda_tests", "vgg16_step", "vgg16_test", "time_cli", "bench_vs_torchvision",
+         "main_job"]
 
 
 @pytest.mark.slow
@@ -49,7 +50,34 @@ def test_gpu_check_dry_run_on_the_cpu(tmp_path):
     assert 0 < step["min_s"] <= step["median_s"] and math.isfinite(step["loss"])
     test = steps["vgg16_test"]
     assert test["median_ms"] > 0 and test["device"] == "cpu"
+    assert steps["time_cli"]["forward_backward_ms"] > 0
 
     table = result.stdout.splitlines()
     assert table[-len(STEPS) - 1].startswith("GPU check (cpu)")
     assert all(any(line.split()[0] == name for line in table[-len(STEPS):]) for name in STEPS)
+
+
+def test_device_waits_are_counted_by_our_source_line(monkeypatch):
+    # torch.cuda.set_sync_debug_mode("warn") makes each wait for the GPU a
+    # warning; here warnings stand in for them (no GPU on this machine).
+    import warnings
+
+    import torch
+
+    sys.path.insert(0, str(REPO_DIR / "benchmarks"))
+    try:
+        import gpu_check
+    finally:
+        sys.path.pop(0)
+    modes = []
+    monkeypatch.setattr(torch.cuda, "set_sync_debug_mode", modes.append)
+
+    def step():
+        for _ in range(3):
+            warnings.warn("called a synchronizing CUDA operation")
+        warnings.warn("called a synchronizing CUDA operation")
+
+    waits = gpu_check.device_waits(step)
+    assert modes == ["warn", 0] and waits["device_waits_per_step"] == 4
+    lines = sorted(int(site.split(":")[1]) for site in waits["device_waits"])
+    assert [waits["device_waits"][f"tests/test_gpu_check.py:{n}"] for n in lines] == [3, 1]
