@@ -184,10 +184,16 @@ def run(launch, device):
     cupy = _cupy
     index = device.index if device.index is not None else torch.cuda.current_device()
     with cupy.cuda.Device(index):
-        stream = cupy.cuda.ExternalStream(torch.cuda.current_stream(index).cuda_stream, index)
+        pointer = torch.cuda.current_stream(index).cuda_stream
+        # 0 is the legacy default stream, which cupy names Stream.null.
+        stream = cupy.cuda.Stream.null if pointer == 0 else cupy.cuda.ExternalStream(pointer, index)
         with stream:
             kernel = _module(launch.source, index).get_function(launch.kernel)
-            args = tuple(cupy.from_dlpack(a) if isinstance(a, torch.Tensor) else a for a in launch.args)
+            # detach: torch refuses to export a tensor that requires grad (the
+            # features inside roi_pool's autograd Function do); the kernels
+            # write only outputs allocated here.
+            args = tuple(cupy.from_dlpack(a.detach()) if isinstance(a, torch.Tensor) else a
+                         for a in launch.args)
             kernel(launch.grid, launch.block, args)
 
 

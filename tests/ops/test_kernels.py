@@ -231,3 +231,62 @@ def test_cuda_tensors_without_cupy_are_an_error_not_a_copy(monkeypatch):
     _, launch = _cuda.nms_mask_launch(torch.rand(3, 4) + torch.tensor([0, 0, 5, 5]), 0.5)
     with pytest.raises(DeviceError, match="nms on cuda:0: the CUDA path needs cupy"):
         _cuda.run(launch, torch.device("cuda", 0))
+
+
+class FakeCupy:
+    """What _cuda.run asks of cupy, recorded (no GPU here): the device and
+    stream it runs on, the module it compiles, the kernel call. Like torch's
+    own __dlpack__, it refuses a tensor that requires grad."""
+
+    def __init__(self):
+        self.calls, self.modules, self.streams = [], [], []
+        fake = self
+
+        class Context:
+            def __init__(self, *args):
+                self.args = args
+
+            def __enter__(self):
+                fake.streams.append(self.args)
+
+            def __exit__(self, *exc):
+                return False
+
+        class Stream:
+            null = Context("null")
+
+        class RawModule:
+            def __init__(self, code, options):
+                fake.modules.append((code, options))
+
+            def get_function(self, name):
+                return lambda grid, block, args: fake.calls.append((name, grid, block, args))
+
+        self.cuda = type("cuda", (), {"Device": Context, "ExternalStream": Context, "Stream": Stream})
+        self.RawModule = RawModule
+
+    @staticmethod
+    def from_dlpack(tensor):
+        if tensor.requires_grad:
+            raise RuntimeError("Can't export tensors that require gradient, use tensor.detach()")
+        return tensor
+
+
+@pytest.mark.parametrize("pointer", [0, 12345])
+def test_cupy_launch_on_torchs_stream_with_detached_tensors(monkeypatch, pointer):
+    fake = FakeCupy()
+    monkeypatch.setattr(_cuda, "_cupy", fake)
+    monkeypatch.setattr(_cuda, "_modules", {})
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda index: type("S", (), {"cuda_stream": pointer}))
+    features = torch.randn(1, 2, 4, 4, requires_grad=True)
+    with torch.no_grad():
+        _, _, launch = _cuda.roi_pool_forward_launch(features, torch.tensor([[0.0, 0, 0, 3, 3]]), 2, 2, 1.0)
+    launch = launch._replace(args=tuple(features if a is launch.args[1] else a for a in launch.args))
+    for _ in range(2):
+        _cuda.run(launch, torch.device("cuda", 1))
+    assert [(name, grid, block) for name, grid, block, _ in fake.calls] == \
+        [("roi_pool_forward_float", launch.grid, launch.block)] * 2
+    assert not any(a.requires_grad for a in fake.calls[0][3] if isinstance(a, torch.Tensor))
+    assert len(fake.modules) == 1 and fake.modules[0][1] == _cuda.NVRTC_OPTIONS  # compiled once
+    stream = ("null",) if pointer == 0 else (pointer, 1)
+    assert fake.streams == [(1,), stream] * 2  # device 1, then torch's current stream
