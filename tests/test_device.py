@@ -31,7 +31,7 @@ from pyfrcnn.layer import Layer
 from pyfrcnn.net import Net, load_weights_file
 from pyfrcnn.solver import Solver
 from pyfrcnn.solver_config import load_solver
-from tests.conftest import REPO_DIR
+from tests.conftest import REPO_DIR, requires_cuda
 from tests.device_audit import HostAudit
 
 # Layers whose forward reads values: they cannot run on meta (audited in step 1).
@@ -175,3 +175,29 @@ def test_a_snapshot_written_on_a_gpu_resumes_on_the_cpu(cache, tmp_path):
     for name, blobs in solver.net.params.items():
         for blob, loaded in zip(blobs, fresh.net.params[name]):
             assert torch.equal(blob, loaded)
+
+
+@requires_cuda
+def test_snapshots_go_from_the_cpu_to_the_gpu_and_back(cache, tmp_path):
+    config = load_solver(str(REPO_DIR / "solvers" / "shapes_solver.yaml"), tiny(cache, "fast"))
+
+    def solver(device, folder):
+        return Solver(config, run_dir=str(tmp_path / folder), device=device, dist_info=False,
+                      hook_list=[])
+
+    def same_weights(a, b):
+        return all(torch.equal(x.detach().cpu(), y.detach().cpu())
+                   for name, blobs in a.net.params.items() for x, y in zip(blobs, b.net.params[name]))
+
+    cpu = solver("cpu", "cpu")
+    cpu.run_step()
+    _, state = cpu.snapshot()
+    gpu = solver("cuda", "gpu")
+    gpu.restore(state)
+    assert gpu.step == 1 and same_weights(cpu, gpu)
+    assert all(b.is_cuda for blobs in gpu.net.params.values() for b in blobs)
+    gpu.run_step()
+    _, state = gpu.snapshot()
+    back = solver("cpu", "back")
+    back.restore(state)
+    assert back.step == 2 and same_weights(gpu, back)
