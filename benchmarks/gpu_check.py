@@ -226,7 +226,8 @@ def _figures(name, record):
     """The step's headline figures, one line."""
     r = record
     if name == "environment":
-        return f"torch {r.get('torch')}, cuda {r.get('cuda')}, {r.get('gpu') or 'no GPU'}, cupy {r.get('cupy')}"
+        return (f"torch {r.get('torch')}, cuda {r.get('cuda')}, {r.get('gpu') or 'no GPU'}, "
+                f"cupy {r.get('cupy')}, protobuf {r.get('protobuf')}")
     if name == "cuda_tests":
         return (f"{r.get('passed', 0)} passed, {r.get('failed', 0)} failed, "
                 f"{r.get('skipped', 0)} skipped")
@@ -382,7 +383,8 @@ def vgg16_step_worker(device, steps, warmup, scale, max_size, work_dir, solver_f
         sync()
         if k >= warmup:
             times.append(time.perf_counter() - start)
-    result = {"solver": solver_file, "device": str(device), "blob": list(data.shape), "steps": steps, "warmup": warmup,
+    result = {"solver": solver_file, "device": str(device), "blob": list(data.shape),
+              "steps": steps, "warmup": warmup,
               "iter_size": config.iter_size, "rois": int(solver.net.blobs["rois"].shape[0]),
               "median_s": statistics.median(times), "mean_s": statistics.fmean(times),
               "min_s": min(times), "loss": solver.last.loss}
