@@ -21,6 +21,8 @@ setup(
         "cuda": ["cupy>=12"],
         "coco": ["pycocotools>=2.0"],
         "plot": ["matplotlib>=3.5"],
+        # `pyfrcnn export --onnx` and running its outputs (OpenCV < 5 reads Caffe nets)
+        "export": ["onnx>=1.16", "onnxruntime>=1.17", "opencv-python-headless>=4.5,<5"],
         "dev": ["pytest>=7", "grpcio-tools==1.85.1"],
     },
     entry_points={

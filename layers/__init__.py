@@ -59,6 +59,18 @@ registry.register_command("detect", _lazy("add_detect_arguments"), _lazy("run_de
 registry.register_command("data", _add_data_arguments, _run_data, "dataset tools: data check")
 
 
+def _export(name):
+    def call(*args):
+        from . import export_command
+
+        return getattr(export_command, name)(*args)
+    return call
+
+
+registry.register_command("export", _export("add_export_arguments"), _export("run_export"),
+                          "write a test net as a Caffe .caffemodel (+ OpenCV deploy) and/or ONNX")
+
+
 def _evaluator_factory(solver):
     from .evaluator import evaluator_factory
 

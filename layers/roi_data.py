@@ -40,6 +40,8 @@ import copy
 import dataclasses
 import functools
 import logging
+import os
+import threading
 
 import numpy as np
 import torch
@@ -75,13 +77,22 @@ class _Source:
     max_size: int
 
 
-def single_threaded_torch():
-    """Run a loader thread's torch ops on one thread. torch's intra-op threads
-    are an OpenMP team per calling thread: a loader thread with the default
-    team starts as many threads again as the net's own, and on a small machine
-    the net's parallel regions then wait for descheduled threads (the main job
-    on 2 cores: 0.119 s a step with 2 loader threads, 0.070 with none)."""
+def loader_thread_init():
+    """Keep a loader thread out of the net's way on a small machine.
+
+    torch's intra-op threads are an OpenMP team per calling thread: a loader
+    thread with the default team starts as many threads again as the net's
+    own, and the net's parallel regions then wait for descheduled threads (the
+    main job on 2 cores: 0.119 s a step with 2 loader threads, 0.070 with
+    none). So a loader runs torch on one thread, and at the lowest CPU priority
+    (Linux: a thread is a task with a nice value of its own), so that it takes
+    the cores when the net leaves them idle; if it falls behind, the net waits
+    for data, its cores go idle and the loader catches up."""
     torch.set_num_threads(1)
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+    except (AttributeError, OSError):  # not Linux, or not allowed: equal priority
+        pass
 
 
 def load_sample(source, pixel_means, task, pin=False):
@@ -190,7 +201,7 @@ class RoIDataLayer(Layer):
                                      pin=device.type == "cuda")
             self._prefetcher = Prefetcher(self._plan, work, workers=self.data_config.workers,
                                           depth=self.data_config.prefetch, name=f"data-{self.name}",
-                                          init=single_threaded_torch)
+                                          init=loader_thread_init)
         failures = 0
         while True:
             slot = self._prefetcher.next()

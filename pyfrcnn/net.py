@@ -40,6 +40,16 @@ def shape_matches(actual, declared):
     return len(actual) == len(declared) and all(d is None or d == a for a, d in zip(actual, declared))
 
 
+class _Step:
+    """One entry of Net.forward's pass: a layer with its wiring, or a fused chain."""
+
+    __slots__ = ("layer", "bottoms", "tops", "chain", "is_input", "detach", "checks", "losses")
+
+    def __init__(self, layer, bottoms, tops, chain=None):
+        self.layer, self.bottoms, self.tops, self.chain = layer, bottoms, tops, chain
+        self.is_input, self.detach, self.checks, self.losses = False, None, [], []
+
+
 class Net(torch.nn.Module):
     """A net built from a prototxt path, prototxt text or NetDef.
 
@@ -169,39 +179,63 @@ class Net(torch.nn.Module):
                            f"which are not inputs (inputs: {', '.join(self.input_blobs) or 'none'})")
         blobs = {}
         loss = None
-        chains, index, n = self._chains, 0, len(self.layers)
-        while index < n:
-            layer, bottoms = self.layers[index], self.bottom_names[index]
-            chain = chains.get(index)
-            if chain is not None:  # a fused in-place chain: one blob in, the same blob out
-                run, index = chain
-                blobs[bottoms[0]] = run(blobs[bottoms[0]])
-                index += 1
+        check_shapes = self.check_shapes
+        for step in self._steps():
+            if step.chain is not None:  # a fused in-place chain: one blob in, the same blob out
+                blob = step.bottoms[0]
+                blobs[blob] = step.chain(blobs[blob])
                 continue
-            tops, propagate = self.top_names[index], self._propagate[index]
-            shapes = self.top_shapes[index]
-            index += 1
-            if layer.type == "Input":
+            layer, tops = step.layer, step.tops
+            if step.is_input:
                 outputs = [inputs[t] for t in tops]
             else:
-                args = [blobs[b] if p else blobs[b].detach() for b, p in zip(bottoms, propagate)]
+                if step.detach is None:
+                    args = [blobs[b] for b in step.bottoms]
+                else:
+                    args = [blobs[b].detach() if d else blobs[b] for b, d in zip(step.bottoms, step.detach)]
                 outputs = layer.forward(*args)
                 if isinstance(outputs, torch.Tensor):
                     outputs = (outputs,)
             if len(outputs) != len(tops):
                 raise layer.error(f"forward returned {len(outputs)} tops, expected {len(tops)}")
-            for top, value, shape in zip(tops, outputs, shapes):
-                if self.check_shapes and not shape_matches(value.shape, shape):
-                    raise layer.error(f"top '{top}' has shape {format_shape(tuple(value.shape))} "
-                                      f"but was declared {format_shape(shape)}")
+            for top, value in zip(tops, outputs):
                 blobs[top] = value
-            for weight, value in zip(layer.loss_weights, outputs):
-                if weight:
-                    term = weight * value.sum()
-                    loss = term if loss is None else loss + term
+            if check_shapes:
+                for i, shape in step.checks:
+                    if not shape_matches(outputs[i].shape, shape):
+                        raise layer.error(
+                            f"top '{tops[i]}' has shape {format_shape(tuple(outputs[i].shape))} "
+                            f"but was declared {format_shape(shape)}")
+            for i, weight in step.losses:
+                term = weight * outputs[i].sum()
+                loss = term if loss is None else loss + term
         self.blobs = blobs
         self.loss = loss
         return {name: blobs[name] for name in self.output_names}
+
+    def _steps(self):
+        """The forward pass as a list of _Step, made once: what forward() does per
+        layer, decided when the net is built instead of at every pass."""
+        if self.__dict__.get("_step_list") is None:
+            steps, index, n = [], 0, len(self.layers)
+            while index < n:
+                if index in self._chains:
+                    chain, last = self._chains[index]
+                    steps.append(_Step(None, self.bottom_names[index], (), chain=chain))
+                    index = last + 1
+                    continue
+                layer = self.layers[index]
+                step = _Step(layer, self.bottom_names[index], self.top_names[index])
+                step.is_input = layer.type == "Input"
+                propagate = self._propagate[index]
+                step.detach = None if all(propagate) else [not p for p in propagate]
+                step.checks = [(i, shape) for i, shape in enumerate(self.top_shapes[index])
+                               if shape is not None]
+                step.losses = [(i, w) for i, w in enumerate(layer.loss_weights) if w]
+                steps.append(step)
+                index += 1
+            self.__dict__["_step_list"] = steps
+        return self.__dict__["_step_list"]
 
     def backward(self):
         """Backpropagate the weighted sum of the loss tops of the last forward."""
