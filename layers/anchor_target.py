@@ -50,6 +50,7 @@ from pyfrcnn.layer import Layer
 from .anchors import anchor_grid
 from .bbox import bbox_coverage, bbox_overlaps, bbox_transform, check_boxes
 from .config import detection_config, parse_param_str
+from .constants import constant
 from .sampling import generator_state, make_generator, set_generator_state, subsample
 
 DONTCARE_AREA_INTERSECTION_HI = 0.5
@@ -86,15 +87,17 @@ def label_anchors(anchors, gt_boxes, train, gt_ishard=None, dontcare_areas=None)
         if hard is not None:
             positive &= ~hard[argmax_overlaps]
     negative = max_overlaps < train.RPN_NEGATIVE_OVERLAP
+    # masked_fill_, not labels[mask] = v: a boolean index is a nonzero() and,
+    # on a GPU, a wait for the device.
     if train.RPN_CLOBBER_POSITIVES:
-        labels[positive] = 1
-        labels[negative] = 0
+        labels.masked_fill_(positive, 1)
+        labels.masked_fill_(negative, 0)
     else:
-        labels[negative] = 0
-        labels[positive] = 1
+        labels.masked_fill_(negative, 0)
+        labels.masked_fill_(positive, 1)
     if dontcare_areas is not None and dontcare_areas.shape[0] and n:
         covered = bbox_coverage(anchors.double(), dontcare_areas.double()).sum(dim=1)
-        labels[covered > DONTCARE_AREA_INTERSECTION_HI] = -1
+        labels.masked_fill_(covered > DONTCARE_AREA_INTERSECTION_HI, -1)
     return labels, argmax_overlaps
 
 
@@ -152,12 +155,14 @@ class AnchorTargetLayer(Layer):
         height, width = rpn_cls_score.shape[2], rpn_cls_score.shape[3]
         a = self.grid.num_anchors
         gt_boxes = gt_boxes.detach().to(device=device, dtype=torch.float32)[:, :4]
-        check_boxes(self, "gt_boxes", gt_boxes)
+        if self.host_checks(gt_boxes):
+            check_boxes(self, "gt_boxes", gt_boxes)
         if gt_ishard is not None:
             gt_ishard = gt_ishard.detach().to(device)
         if dontcare_areas is not None:
             dontcare_areas = dontcare_areas.detach().to(device=device, dtype=torch.float32)
-            check_boxes(self, "dontcare_areas", dontcare_areas)
+            if self.host_checks(dontcare_areas):
+                check_boxes(self, "dontcare_areas", dontcare_areas)
         im_info = im_info.detach().to(device=device, dtype=torch.float32)
 
         all_anchors = self.grid.shifted(height, width, device)
@@ -174,8 +179,8 @@ class AnchorTargetLayer(Layer):
         targets = anchors.new_zeros(anchors.shape)
         if gt_boxes.shape[0]:
             targets = bbox_transform(anchors, gt_boxes[argmax_overlaps])
-        inside_weights = anchors.new_zeros(anchors.shape)
-        inside_weights[labels == 1] = torch.tensor(train.RPN_BBOX_INSIDE_WEIGHTS, device=device)
+        inside_weights = torch.where((labels == 1)[:, None], constant(train.RPN_BBOX_INSIDE_WEIGHTS, device),
+                                     anchors.new_zeros(()))
         outside_weights = self._outside_weights(labels, train)
 
         total = all_anchors.shape[0]

@@ -58,11 +58,21 @@ def anchor_grid(layer, feat_stride, ratios, scales):
 
 class AnchorGrid:
     """The reference anchors of a layer and a cache of their shifts per map size
-    and device (the shifted set is the same every forward for a given map)."""
+    and device (the shifted set is the same every forward for a given map).
+
+    The cache buys one arange/meshgrid/stack per forward (several small ops
+    and, on a GPU, a copy of the base anchors) and changes no bit: a cached
+    set is the very tensor shift_anchors made for that (H, W, device), and
+    callers only read it."""
+
+    # Map sizes kept: images of one scale and several aspect ratios give a few
+    # dozen (an entry of VGG16 at 600x1000 is 38*63*9 x 4 floats, 345 KB).
+    CACHE_SIZE = 32
 
     def __init__(self, feat_stride, ratios, scales):
         self.feat_stride = feat_stride
         self.base = generate_anchors(ratios=ratios, scales=scales)
+        self._bases = {}  # device -> the base anchors there (one copy per device, ever)
         self._cache = {}
 
     @property
@@ -70,11 +80,14 @@ class AnchorGrid:
         return self.base.shape[0]
 
     def shifted(self, height, width, device):
-        key = (int(height), int(width), str(device))
+        device = torch.device(device)
+        key = (int(height), int(width), device)
         if key not in self._cache:
-            if len(self._cache) >= 8:  # images of many sizes: keep the cache small
-                self._cache.clear()
-            self._cache[key] = shift_anchors(self.base.to(device), height, width, self.feat_stride)
+            if len(self._cache) >= self.CACHE_SIZE:  # images of many sizes: drop the oldest
+                del self._cache[next(iter(self._cache))]
+            if device not in self._bases:
+                self._bases[device] = self.base.to(device)
+            self._cache[key] = shift_anchors(self._bases[device], height, width, self.feat_stride)
         return self._cache[key]
 
 

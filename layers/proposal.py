@@ -25,6 +25,7 @@ import dataclasses
 
 import torch
 
+from pyfrcnn.errors import DeviceError
 from pyfrcnn.layer import Layer
 from pyfrcnn.ops import nms
 
@@ -96,7 +97,10 @@ class ProposalLayer(Layer):
         if section.RPN_PRE_NMS_TOP_N > 0:
             order, scores = order[:section.RPN_PRE_NMS_TOP_N], scores[:section.RPN_PRE_NMS_TOP_N]
         proposals = proposals[order]
-        keep = nms(proposals, scores, section.RPN_NMS_THRESH)
+        try:
+            keep = nms(proposals, scores, section.RPN_NMS_THRESH)
+        except DeviceError as e:
+            raise self.error(str(e)) from None
         if section.RPN_POST_NMS_TOP_N > 0:
             keep = keep[:section.RPN_POST_NMS_TOP_N]
         proposals, scores = proposals[keep], scores[keep]

@@ -45,6 +45,7 @@ from pyfrcnn.layer import Layer
 
 from .bbox import bbox_overlaps, bbox_transform, check_boxes
 from .config import detection_config, parse_param_str
+from .constants import constant
 from .sampling import generator_state, make_generator, set_generator_state, subsample, uniform
 
 GT_JITTER = 0.05
@@ -65,16 +66,20 @@ def jitter_boxes(boxes, generator, jitter=GT_JITTER):
     return boxes + torch.stack([dx, dy, dx, dy], dim=1)
 
 
-def expand_targets(targets, labels, num_classes, inside_weights):
+def expand_targets(targets, labels, num_classes, inside_weights, num_fg=None):
     """S x 4 targets -> S x 4K with each foreground row's targets in the columns of its
-    class; returns (bbox_targets, bbox_inside_weights)."""
+    class; returns (bbox_targets, bbox_inside_weights). `num_fg`: the foreground
+    rows are the first num_fg (the layer's order), which spares a nonzero()."""
     s = targets.shape[0]
     bbox_targets = targets.new_zeros((s, 4 * num_classes))
     bbox_inside = targets.new_zeros((s, 4 * num_classes))
-    fg = (labels > 0).nonzero().squeeze(1)
+    if num_fg is None:
+        fg = (labels > 0).nonzero().squeeze(1)
+    else:
+        fg = torch.arange(num_fg, device=targets.device)
     columns = 4 * labels[fg].long()[:, None] + torch.arange(4, device=targets.device)
     bbox_targets[fg[:, None], columns] = targets[fg]
-    bbox_inside[fg[:, None], columns] = torch.tensor(inside_weights, device=targets.device)
+    bbox_inside[fg[:, None], columns] = constant(inside_weights, targets.device)
     return bbox_targets, bbox_inside
 
 
@@ -117,9 +122,12 @@ class ProposalTargetLayer(Layer):
         gt_boxes = bottoms[1].detach().to(device=device, dtype=torch.float32)
         hard = (bottoms[2].detach().to(device) != 0 if len(bottoms) > 2
                 else torch.zeros(gt_boxes.shape[0], dtype=torch.bool, device=device))
-        self._check_inputs(rpn_rois, gt_boxes)
+        if self.host_checks(gt_boxes):
+            self._check_inputs(rpn_rois, gt_boxes)
 
-        easy_boxes = gt_boxes[~hard, :4]
+        # Without a gt_ishard bottom every gt is easy: a slice, not a boolean index
+        # (which on a GPU would wait for the device).
+        easy_boxes = gt_boxes[~hard, :4] if len(bottoms) > 2 else gt_boxes[:, :4]
         candidates = [rpn_rois[:, 1:], easy_boxes]
         if train.ADD_JITTERED_GT:
             candidates.append(jitter_boxes(easy_boxes, self.generator))
@@ -138,11 +146,12 @@ class ProposalTargetLayer(Layer):
             labels[:fg_inds.shape[0]] = assigned[:fg_inds.shape[0], 4]
             targets = bbox_transform(boxes, assigned[:, :4])
         if train.BBOX_NORMALIZE_TARGETS_PRECOMPUTED:
-            means = torch.tensor(train.BBOX_NORMALIZE_MEANS, device=device)
-            stds = torch.tensor(train.BBOX_NORMALIZE_STDS, device=device)
+            means = constant(train.BBOX_NORMALIZE_MEANS, device)
+            stds = constant(train.BBOX_NORMALIZE_STDS, device)
             targets = (targets - means) / stds
+        # Foregrounds come first, and each has a class >= 1 (checked on the CPU).
         bbox_targets, bbox_inside = expand_targets(targets, labels, self.params.num_classes,
-                                                   train.BBOX_INSIDE_WEIGHTS)
+                                                   train.BBOX_INSIDE_WEIGHTS, fg_inds.shape[0])
         rois = torch.cat([boxes.new_zeros(boxes.shape[0], 1), boxes], dim=1)
         return rois, labels, bbox_targets, bbox_inside, (bbox_inside > 0).float()
 
@@ -177,10 +186,11 @@ class ProposalTargetLayer(Layer):
         max_overlaps, gt_assignment = overlaps.max(dim=1)
         fg = max_overlaps >= train.FG_THRESH
         bg = (max_overlaps < train.BG_THRESH_HI) & (max_overlaps >= train.BG_THRESH_LO)
-        if bool(hard.any()):
-            near_hard = overlaps[:, hard].max(dim=1).values >= train.FG_THRESH
-            fg &= ~near_hard
-            bg &= ~near_hard
+        # With no hard gt every IoU is masked to -1 and nothing changes; the
+        # mask, not a test of hard.any(), keeps the host out of the step.
+        near_hard = overlaps.masked_fill(~hard[None, :], -1.0).max(dim=1).values >= train.FG_THRESH
+        fg &= ~near_hard
+        bg &= ~near_hard
         return fg.nonzero().squeeze(1), bg.nonzero().squeeze(1), gt_assignment
 
 

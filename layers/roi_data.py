@@ -9,7 +9,12 @@ tops (by position; name them as you like, give the first 2 to 5):
   gt_ishard       G               1 for objects marked difficult, else 0
   dontcare_areas  D x 4           don't-care regions (COCO crowds) x im_scale
 Boxes are inclusive 0-based pixels (layers/datasets/base.py); all tops are
-float32 on the CPU, as Caffe blobs.
+float32, on the device of the net (net.to(device) moves the layer's `like`
+buffer). On a GPU the loader threads put each sample in pinned memory and
+forward copies it with non_blocking=True, so the copy overlaps the device's
+work instead of waiting for it; the gt boxes are checked on the host before
+they travel (the target layers skip that check on a GPU: see
+Layer.host_checks).
 
 The dataset is the run config's `dataset` (a Dataset object), or else is
 opened from the `data` section's spec for the layer's phase (a DataConfig or a
@@ -44,6 +49,7 @@ import torch
 from pyfrcnn.errors import DataError
 from pyfrcnn.layer import Layer
 
+from .bbox import check_boxes
 from .config import detection_config, parse_param_str
 from .datasets import open_dataset, validate_data_config
 from .datasets.roidb import build_roidb
@@ -89,8 +95,9 @@ def loader_thread_init():
         pass
 
 
-def load_sample(source, pixel_means, task):
-    """The tops of one planned sample (runs in a loader thread)."""
+def load_sample(source, pixel_means, task, pin=False):
+    """The tops of one planned sample (runs in a loader thread), in pinned
+    memory when `pin` (the net is on a GPU)."""
     index, scale_index, _ = task
     entry = source.roidb[index]
     im = load_image(entry.path)
@@ -106,9 +113,10 @@ def load_sample(source, pixel_means, task):
     gt_boxes[:, :4] = entry.boxes.astype(np.float64) * im_scale
     gt_boxes[:, 4] = entry.labels
     im_info = torch.tensor([[blob.shape[2], blob.shape[3], im_scale]], dtype=torch.float32)
-    return (blob, im_info, torch.from_numpy(gt_boxes),
+    tops = (blob, im_info, torch.from_numpy(gt_boxes),
             torch.from_numpy(entry.hard.astype(np.float32)),
             torch.from_numpy(entry.dontcare * np.float32(im_scale)))
+    return tuple(t.pin_memory() for t in tops) if pin else tops
 
 
 class RoIDataLayer(Layer):
@@ -128,6 +136,8 @@ class RoIDataLayer(Layer):
         self._position = None     # sampler state after the last sample handed out
         self._restored = None     # a state restored before the data was opened
         self.failed_samples = collections.Counter()
+        # Follows net.to(device), so that forward knows where the tops go.
+        self.register_buffer("like", torch.zeros(()), persistent=False)
 
     def reshape(self, bottom_shapes):
         return TOP_SHAPES[:len(self.param.top)]
@@ -187,8 +197,10 @@ class RoIDataLayer(Layer):
     def forward(self):
         if self._source is None or self._source.phase != self.phase:
             self.prepare()
+        device = self.like.device
         if self._prefetcher is None:
-            work = functools.partial(load_sample, self._source, self.detection.PIXEL_MEANS)
+            work = functools.partial(load_sample, self._source, self.detection.PIXEL_MEANS,
+                                     pin=device.type == "cuda")
             self._prefetcher = Prefetcher(self._plan, work, workers=self.data_config.workers,
                                           depth=self.data_config.prefetch, name=f"data-{self.name}",
                                           init=loader_thread_init)
@@ -207,7 +219,19 @@ class RoIDataLayer(Layer):
                     raise DataError(f"{self.describe()}: {failures} samples in a row failed to "
                                     f"load (data.max_failures); the last: {e}") from None
                 continue
-            return tops[:len(self.param.top)]
+            return self._to_device(tops[:len(self.param.top)], device)
+
+    def _to_device(self, tops, device):
+        """The host tops on `device`: checked on the host first, then copied
+        without waiting for the device (from pinned memory on a GPU)."""
+        if device.type == "cpu":
+            return tops
+        if len(tops) > 2:
+            check_boxes(self, "gt_boxes", tops[2][:, :4])
+        if device.type == "cuda":
+            # A sample read ahead before the net moved is not pinned yet.
+            tops = [t if t.is_pinned() else t.pin_memory() for t in tops]
+        return tuple(t.to(device, non_blocking=True) for t in tops)
 
     def close(self):
         """Stop the loader threads (the data stays open)."""

@@ -4,7 +4,8 @@ Each sampling layer owns one CPU generator seeded from the run's RNG_SEED and
 saves its state with the solver's snapshot, so a resumed run draws the same
 samples. Draws are made on the CPU and the chosen positions moved to the data's
 device: a seed gives the same samples on every device, and the transfer is a
-few thousand indices at most.
+few thousand indices at most, copied without waiting for the device
+(non_blocking: the CUDA driver stages pageable memory before it returns).
 """
 
 import torch
@@ -28,12 +29,12 @@ def subsample(indices, k, generator):
     if k == 0:
         return indices[:0]
     order = torch.randperm(n, generator=generator)[:k]
-    return indices[order.to(indices.device)]
+    return indices[order.to(indices.device, non_blocking=True)]
 
 
 def uniform(shape, generator, device=None, dtype=torch.float32):
     """Uniform [0, 1) numbers drawn from `generator`, moved to `device`."""
-    return torch.rand(shape, generator=generator, dtype=dtype).to(device)
+    return torch.rand(shape, generator=generator, dtype=dtype).to(device, non_blocking=True)
 
 
 def generator_state(generator):

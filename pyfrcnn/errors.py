@@ -36,6 +36,11 @@ class WeightsError(PyfrcnnError):
     """A weights file that does not fit the net."""
 
 
+class DeviceError(PyfrcnnError):
+    """Work that cannot run on the device its tensors are on (a CUDA tensor
+    without cupy, say); raised instead of a silent copy to another device."""
+
+
 def closest(name, choices):
     """The choice most like `name`, or None."""
     match = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1, cutoff=0.5)

@@ -58,6 +58,15 @@ class Layer(torch.nn.Module):
         """A NetError prefixed with this layer's name, type and position."""
         return NetError(f"{self.describe()}: {message}")
 
+    @staticmethod
+    def host_checks(tensor):
+        """Whether a check that reads `tensor`'s values on the host (bad boxes,
+        bad labels) runs in forward: on the CPU, where it costs nothing. On a
+        GPU each such read would wait for the device every step, so layers
+        skip it there; the data layer checks its boxes on the host before they
+        travel (layers/roi_data.py)."""
+        return tensor.device.type == "cpu"
+
     # -- life cycle ------------------------------------------------------
     def setup(self, bottom_shapes):
         """Run the life cycle; returns the top shapes."""

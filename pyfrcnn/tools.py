@@ -139,9 +139,10 @@ def add_time_arguments(parser):
     parser.add_argument("--iterations", "-n", type=int, default=10, help="timed iterations")
     parser.add_argument("--warmup", type=int, default=2, help="untimed iterations first")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
 
 
-def random_inputs(net, generator=None):
+def random_inputs(net, generator=None, device=None):
     inputs = {}
     for layer, tops, shapes in zip(net.layers, net.top_names, net.top_shapes):
         if layer.type != "Input":
@@ -150,7 +151,7 @@ def random_inputs(net, generator=None):
             if any(d is None for d in shape):
                 raise PyfrcnnError(f"input '{top}' has a dynamic shape {format_shape(shape)}: "
                                    "give it with --input-shape")
-            inputs[top] = torch.rand(shape, generator=generator) * 255
+            inputs[top] = (torch.rand(shape, generator=generator) * 255).to(device)
     return inputs
 
 
@@ -161,26 +162,29 @@ def _backward_target(outputs, net):
     return sum(grads) if grads else None
 
 
-def time_layers(net, iterations, warmup=1):
+def time_layers(net, iterations, warmup=1, device=None):
     """Per-layer (forward ms, backward ms) and whole-net (forward ms, backward ms).
 
     Each layer's backward is timed alone: its forward is rerun on detached
     bottoms that require grad, then autograd backward from random top grads.
+    On a GPU the clock is read after the device has finished the work.
     """
-    inputs = random_inputs(net)
+    device = torch.device(device or "cpu")
+    inputs = random_inputs(net, device=device)
+    clock = _device_clock(device)
     fwd = [0.0] * len(net.layers)
     bwd = [0.0] * len(net.layers)
     total_fwd = total_bwd = 0.0
     for it in range(warmup + iterations):
         timed = it >= warmup
         net.zero_grad(set_to_none=True)
-        t0 = time.perf_counter()
+        t0 = clock()
         outputs = net.forward(**inputs)
-        t1 = time.perf_counter()
+        t1 = clock()
         target = _backward_target(outputs, net)
         if target is not None and target.requires_grad:
             target.backward()
-        t2 = time.perf_counter()
+        t2 = clock()
         net.loss = None
         if timed:
             total_fwd += t1 - t0
@@ -190,14 +194,14 @@ def time_layers(net, iterations, warmup=1):
             if layer.type == "Input":
                 continue
             args = [blobs[b].detach().requires_grad_(blobs[b].is_floating_point()) for b in bottoms]
-            t0 = time.perf_counter()
+            t0 = clock()
             out = layer.forward(*args)
-            t1 = time.perf_counter()
+            t1 = clock()
             out = (out,) if isinstance(out, torch.Tensor) else tuple(out)
             pairs = [(o, torch.rand_like(o)) for o in out if o.requires_grad]
             if pairs:
                 torch.autograd.backward([o for o, _ in pairs], [g for _, g in pairs])
-            t2 = time.perf_counter()
+            t2 = clock()
             if timed:
                 fwd[i] += t1 - t0
                 bwd[i] += t2 - t1 if pairs else 0.0
@@ -206,13 +210,27 @@ def time_layers(net, iterations, warmup=1):
     return per_layer, total_fwd * scale, total_bwd * scale
 
 
+def _device_clock(device):
+    """perf_counter, after the device's queued work when it is a GPU."""
+    if device.type != "cuda":
+        return time.perf_counter
+
+    def clock():
+        torch.cuda.synchronize(device)
+        return time.perf_counter()
+    return clock
+
+
 def run_time(args):
     from .cli import build_net
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    net = build_net(args)
-    per_layer, total_fwd, total_bwd = time_layers(net, args.iterations, args.warmup)
+    from .solver import resolve_device
+
+    device = resolve_device(args.device)
+    net = build_net(args).to(device)
+    per_layer, total_fwd, total_bwd = time_layers(net, args.iterations, args.warmup, device)
     width = max(len(n) for n, *_ in per_layer)
     print(f"{'layer'.ljust(width)}  {'type':<18}{'forward ms':>12}{'backward ms':>13}")
     for name, kind, f, b in per_layer:
@@ -220,5 +238,5 @@ def run_time(args):
     print(f"Average Forward pass: {total_fwd:.3f} ms.")
     print(f"Average Backward pass: {total_bwd:.3f} ms.")
     print(f"Average Forward-Backward: {total_fwd + total_bwd:.3f} ms "
-          f"({args.iterations} iterations, {torch.get_num_threads()} threads).")
+          f"({args.iterations} iterations, {torch.get_num_threads()} threads, {device}).")
     return 0

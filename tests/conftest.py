@@ -18,12 +18,22 @@ def cuda_available():
     return True
 
 
-requires_cuda = pytest.mark.skipif(not cuda_available(), reason="needs a CUDA GPU and cupy")
+CUDA_REASON = "needs a CUDA GPU and cupy"
+requires_cuda = pytest.mark.skipif(not cuda_available(), reason=CUDA_REASON)
 
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "requires_cuda: needs a CUDA GPU and cupy")
     config.addinivalue_line("markers", "slow: a longer end-to-end test")
+
+
+def pytest_collection_modifyitems(config, items):
+    # `requires_cuda` is a skipif; name it as a marker too, so that
+    # `pytest -m requires_cuda` (benchmarks/gpu_check.sh) selects the CUDA tests.
+    for item in items:
+        if any(m.name == "skipif" and m.kwargs.get("reason") == CUDA_REASON
+               for m in item.iter_markers()):
+            item.add_marker(pytest.mark.requires_cuda)
 
 
 @pytest.fixture(params=["cpu", pytest.param("cuda", marks=requires_cuda)])

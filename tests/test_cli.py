@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from pyfrcnn.cli import main
 from tests.conftest import REPO_DIR
@@ -87,6 +88,14 @@ def test_time_prints_per_layer_rows(tiny, capsys):
     assert main(["time", tiny, "--iterations", "2", "--warmup", "1"]) == 0
     out = capsys.readouterr().out
     assert "conv1" in out and "pool1" in out and "Average Forward-Backward" in out
+
+
+def test_time_on_a_device(tiny, capsys):
+    assert main(["time", tiny, "--iterations", "1", "--warmup", "0", "--device", "cpu"]) == 0
+    assert "threads, cpu)." in capsys.readouterr().out
+    if not torch.cuda.is_available():
+        assert main(["time", tiny, "--device", "cuda"]) == 1
+        assert "CUDA is not available" in capsys.readouterr().err
 
 
 def test_python_dash_m_entry_point(tiny):

@@ -9,6 +9,7 @@ spatial_scale (features per image pixel, e.g. 1/16). The pooling itself is
 pyfrcnn.ops.roi_pool.
 """
 
+from ..errors import DeviceError
 from ..layer import Layer
 from ..net import format_shape
 from ..ops import roi_pool
@@ -47,5 +48,5 @@ class ROIPooling(Layer):
         self.check_shapes(tuple(features.shape), tuple(rois.shape))
         try:
             return roi_pool(features, rois, self.output_size, self.spatial_scale)
-        except (TypeError, ValueError) as e:  # bad input the op found: dtype, device, batch index
+        except (TypeError, ValueError, DeviceError) as e:  # bad input the op found: dtype, device, batch index
             raise self.error(str(e)) from None

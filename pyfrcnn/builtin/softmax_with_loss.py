@@ -43,7 +43,7 @@ def integer_labels(layer, labels, outer, classes, inner, ignore_label):
     int64 tensor, each checked to be a class index or the ignore label; the
     check runs on CPU, where it is cheap (elsewhere it would wait for the device)."""
     labels = labels.detach().reshape(outer, inner).long()
-    if labels.device.type == "cpu" and labels.numel():
+    if layer.host_checks(labels) and labels.numel():
         bad = (labels < 0) | (labels >= classes)
         if ignore_label is not None:
             bad &= labels != ignore_label

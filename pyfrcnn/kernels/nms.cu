@@ -7,11 +7,15 @@
 //
 // Launch a (col_blocks, col_blocks) grid of 64-thread blocks: block (x, y)
 // compares the 64 boxes of row block y with the 64 boxes of column block x,
-// one row box per thread; blocks below the diagonal have nothing to do. The
-// host then walks the mask once (greedy_sweep in pyfrcnn/ops/nms.py).
+// one row box per thread; blocks below the diagonal have nothing to do.
+// nms_keep then walks the mask once on the device, as greedy_sweep in
+// pyfrcnn/ops/nms.py does on the host, so the mask never leaves the GPU.
 // The same source also builds as C++ under tests/ops/cuda_shim.h.
 
 #define NMS_THREADS 64  // one bit per thread in an unsigned long long
+// Mask words per row that nms_keep holds in shared memory (32 KB): up to
+// 262144 boxes. pyfrcnn/ops/_cuda.py sweeps larger masks on the host.
+#define NMS_KEEP_MAX_WORDS 4096
 
 // IoU as pyfrcnn/ops/nms.py computes it, operation for operation.
 template <typename T>
@@ -73,4 +77,42 @@ extern "C" __global__ void nms_mask_float(const int n_boxes, const float thresho
 extern "C" __global__ void nms_mask_double(const int n_boxes, const double threshold,
                                            const double* boxes, unsigned long long* mask) {
   nms_mask<double>(n_boxes, threshold, boxes, mask);
+}
+
+// The greedy sweep of the mask in one block: keep[i] = 1 when box i (in
+// sorted order) survives. Boxes are visited in order; a kept box ORs its row
+// into `removed`. Every thread makes the same decisions (each keeps the
+// current word's bits in a register), so all of them reach each barrier.
+// A kept box writes only the words after the current one, and each write is
+// followed by a barrier before any thread reads that word: no races.
+//
+// Launch one block of min(words, 256) threads (words = ceil(n / 64)).
+extern "C" __global__ void nms_keep(const int n_boxes, const unsigned long long* mask,
+                                    unsigned char* keep) {
+  __shared__ unsigned long long removed[NMS_KEEP_MAX_WORDS];
+  const int words = (n_boxes + NMS_THREADS - 1) / NMS_THREADS;
+  for (int w = threadIdx.x; w < words; w += blockDim.x) {
+    removed[w] = 0;
+  }
+  __syncthreads();
+  for (int word = 0; word < words; ++word) {
+    unsigned long long gone = removed[word];
+    const int start = word * NMS_THREADS;
+    const int count = min(n_boxes - start, NMS_THREADS);
+    for (int bit = 0; bit < count; ++bit) {
+      const int i = start + bit;
+      const bool kept = !((gone >> bit) & 1ULL);
+      if (threadIdx.x == 0) {
+        keep[i] = kept ? 1 : 0;
+      }
+      if (kept) {
+        const unsigned long long* row = mask + static_cast<long long>(i) * words;
+        gone |= row[word];
+        for (int w = word + 1 + threadIdx.x; w < words; w += blockDim.x) {
+          removed[w] |= row[w];
+        }
+        __syncthreads();
+      }
+    }
+  }
 }

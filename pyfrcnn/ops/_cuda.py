@@ -8,6 +8,11 @@ A launch is planned by the *_launch functions (check inputs, allocate
 outputs, work out grid, block and arguments) and carried out by `run`. The
 plan knows nothing of cupy, so tests/ops/kernel_harness.py carries out the
 same plans with the same sources built as C++ for the CPU.
+
+Nothing here reads a tensor on the host: NMS builds its mask and sweeps it
+on the device (nms_mask, then nms_keep); only the number of kept boxes, the
+size of the result, is learnt by the host, as any variable-size output is.
+A CUDA tensor without cupy is a DeviceError, never a silent copy to the CPU.
 """
 
 import collections
@@ -16,12 +21,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pyfrcnn.errors import DeviceError
+
 KERNEL_DIR = Path(__file__).resolve().parent.parent / "kernels"
 # No fused multiply-add: the kernels then round exactly as the CPU path does.
 NVRTC_OPTIONS = ("--fmad=false",)
 ROI_POOL_THREADS = 512
 MAX_BLOCKS = 4096  # grid-stride loops cover the rest
 NMS_THREADS = 64  # bits in a mask word
+NMS_KEEP_MAX_WORDS = 4096  # as in kernels/nms.cu
+NMS_KEEP_THREADS = 256
 _INT_MAX = 2**31 - 1
 
 Launch = collections.namedtuple("Launch", "source kernel grid block args")
@@ -45,6 +54,9 @@ def available():
 
 def launch_geometry(kernel, count):
     """(grid, block) for `kernel` over `count` outputs (roi_pool) or boxes (nms)."""
+    if kernel == "nms_keep":
+        words = -(-count // NMS_THREADS)
+        return (1, 1, 1), (max(min(words, NMS_KEEP_THREADS), 1), 1, 1)
     if kernel.startswith("nms"):
         blocks = -(-count // NMS_THREADS)
         return (blocks, blocks, 1), (NMS_THREADS, 1, 1)
@@ -80,8 +92,12 @@ def nms_with(runner, boxes, scores, iou_threshold):
     order = torch.sort(scores, descending=True, stable=True)[1]
     mask, launch = nms_mask_launch(boxes[order].contiguous(), iou_threshold)
     runner(launch, boxes.device)
-    keep = greedy_sweep(mask.cpu().numpy().view(np.uint64))
-    return order[torch.from_numpy(keep).to(boxes.device)]
+    keep, launch = nms_keep_launch(mask)
+    if launch is None:  # a mask too wide for the kernel's shared memory
+        keep = greedy_sweep(mask.cpu().numpy().view(np.uint64))
+        return order[torch.from_numpy(keep).to(boxes.device)]
+    runner(launch, boxes.device)
+    return order[keep]
 
 
 def roi_pool_forward_launch(features, rois, pooled_h, pooled_w, spatial_scale):
@@ -145,19 +161,39 @@ def nms_mask_launch(sorted_boxes, iou_threshold):
     return mask, Launch("nms.cu", kernel, *launch_geometry(kernel, num), args)
 
 
+def nms_keep_launch(mask):
+    """(keep, launch) for nms_keep: keep is a bool vector, one per sorted box,
+    true for the boxes greedy NMS keeps. launch is None when the mask has more
+    than NMS_KEEP_MAX_WORDS words per row (the caller sweeps it on the host)."""
+    _check_contiguous("nms", mask=mask)
+    num, words = mask.shape
+    keep = torch.zeros(num, dtype=torch.bool, device=mask.device)
+    if words > NMS_KEEP_MAX_WORDS:
+        return keep, None
+    return keep, Launch("nms.cu", "nms_keep", *launch_geometry("nms_keep", num),
+                        (np.int32(num), mask, keep))
+
+
 def run(launch, device):
     """Carry out a launch on `device` with cupy, on torch's current stream."""
     if launch is None:
         return
     if not available():
-        raise RuntimeError("pyfrcnn: the CUDA path needs cupy (pip install pyfrcnn[cuda])")
+        raise DeviceError(f"{launch.source.split('.')[0]} on {device}: the CUDA path needs cupy "
+                          "(pip install pyfrcnn[cuda], or cupy-cuda12x / cupy-cuda13x)")
     cupy = _cupy
     index = device.index if device.index is not None else torch.cuda.current_device()
     with cupy.cuda.Device(index):
-        stream = cupy.cuda.ExternalStream(torch.cuda.current_stream(index).cuda_stream, index)
+        pointer = torch.cuda.current_stream(index).cuda_stream
+        # 0 is the legacy default stream, which cupy names Stream.null.
+        stream = cupy.cuda.Stream.null if pointer == 0 else cupy.cuda.ExternalStream(pointer, index)
         with stream:
             kernel = _module(launch.source, index).get_function(launch.kernel)
-            args = tuple(cupy.from_dlpack(a) if isinstance(a, torch.Tensor) else a for a in launch.args)
+            # detach: torch refuses to export a tensor that requires grad (the
+            # features inside roi_pool's autograd Function do); the kernels
+            # write only outputs allocated here.
+            args = tuple(cupy.from_dlpack(a.detach()) if isinstance(a, torch.Tensor) else a
+                         for a in launch.args)
             kernel(launch.grid, launch.block, args)
 
 

@@ -76,7 +76,7 @@ class _RoIPool(torch.autograd.Function):
     @staticmethod
     def forward(ctx, features, rois, output_size, spatial_scale, with_argmax):
         pooled_h, pooled_w = output_size
-        if features.is_cuda and _cuda.available():
+        if features.is_cuda:  # without cupy a DeviceError, not a copy to the CPU
             output, argmax = _cuda.roi_pool_forward(
                 features.contiguous(), rois.contiguous(), pooled_h, pooled_w, spatial_scale)
         else:
@@ -92,7 +92,7 @@ class _RoIPool(torch.autograd.Function):
         rois, argmax = ctx.saved_tensors
         if argmax is None:
             raise RuntimeError("roi_pool: the forward ran without gradients, so it kept no argmax")
-        if grad_output.is_cuda and _cuda.available():
+        if grad_output.is_cuda:
             grad = _cuda.roi_pool_backward(grad_output.contiguous(), rois.contiguous(), argmax,
                                            ctx.features_shape)
         else:
@@ -390,7 +390,12 @@ def _check(features, rois, pooled_h, pooled_w):
         raise ValueError(f"roi_pool: rois are on {rois.device} but features are on {features.device}")
     if pooled_h < 1 or pooled_w < 1:
         raise ValueError(f"roi_pool: output size must be positive, got {pooled_h}×{pooled_w}")
-    if rois.shape[0]:
+    if rois.shape[0] and rois.is_cuda:
+        # Read on the host, the check would wait for the GPU at every step; a
+        # device-side assert keeps the kernel from reading outside the batch.
+        batch = rois[:, 0]
+        torch._assert_async(((batch >= 0) & (batch < features.shape[0])).all())
+    elif rois.shape[0]:
         batch = rois[:, 0].long()
         low, high = int(batch.min()), int(batch.max())
         if low < 0 or high >= features.shape[0]:

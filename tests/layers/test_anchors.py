@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from layers.anchors import generate_anchors, shift_anchors
+from layers.anchors import AnchorGrid, generate_anchors, shift_anchors
 
 # py-faster-rcnn's generate_anchors() with its defaults (base 16, ratios 0.5 / 1 / 2,
 # scales 8 / 16 / 32), as printed by lib/rpn/generate_anchors.py.
@@ -54,3 +54,15 @@ def test_shifted_anchors_follow_cells_row_major_anchor_fastest(device):
 @pytest.mark.parametrize("height, width", [(0, 4), (4, 0)])
 def test_empty_map_gives_no_anchors(height, width):
     assert shift_anchors(generate_anchors(), height, width, 16).shape == (0, 4)
+
+
+def test_anchor_grid_cache_gives_the_same_bits_and_stays_small(device):
+    grid = AnchorGrid(16, (0.5, 1, 2), (8, 16, 32))
+    first = grid.shifted(5, 7, device)
+    assert torch.equal(first, shift_anchors(grid.base.to(device), 5, 7, 16))
+    assert grid.shifted(5, 7, device) is first  # reused, not recomputed
+    for width in range(8, 8 + AnchorGrid.CACHE_SIZE):
+        grid.shifted(5, width, device)
+    assert len(grid._cache) == AnchorGrid.CACHE_SIZE
+    assert grid.shifted(5, 7, device) is not first  # the oldest went first
+    assert torch.equal(grid.shifted(5, 7, device), first)

@@ -182,9 +182,9 @@ def test_loader_threads_run_torch_on_one_thread_at_low_priority(voc, monkeypatch
     seen = []
     inner = roi_data.load_sample
 
-    def spy(*args):
+    def spy(*args, **kwargs):
         seen.append(torch.get_num_threads())
-        return inner(*args)
+        return inner(*args, **kwargs)
 
     monkeypatch.setattr(roi_data, "load_sample", spy)
     threads = torch.get_num_threads()

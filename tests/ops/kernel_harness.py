@@ -24,7 +24,7 @@ SHIM = Path(__file__).with_name("cuda_shim.h")
 CXX_FLAGS = ("-x", "c++", "-include", str(SHIM), "-shared", "-fPIC", "-O1",
              "-ffp-contract=off", "-pthread")
 # Kernels that call __syncthreads.
-SYNCING_KERNELS = {"nms_mask_float", "nms_mask_double"}
+SYNCING_KERNELS = {"nms_mask_float", "nms_mask_double", "nms_keep"}
 _SYNC_ERRORS = {1: "called __syncthreads in a launch that runs threads one at a time",
                 2: "waited at __syncthreads for a thread that never came"}
 

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from pyfrcnn.ops import _cuda, nms, roi_pool
-from pyfrcnn.ops.nms import nms_cpu, suppression_mask
+from pyfrcnn.ops.nms import greedy_sweep, nms_cpu, suppression_mask
 from pyfrcnn.ops.roi_pool import roi_pool_backward_cpu, roi_pool_forward_cpu
 from tests.conftest import requires_cuda
 from tests.ops import kernel_harness
@@ -27,7 +27,7 @@ SOURCES = sorted(path.name for path in _cuda.KERNEL_DIR.glob("*.cu"))
 ENTRY_POINTS = {
     "roi_pool.cu": ["roi_pool_forward_float", "roi_pool_forward_double",
                     "roi_pool_backward_float", "roi_pool_backward_double"],
-    "nms.cu": ["nms_mask_float", "nms_mask_double"],
+    "nms.cu": ["nms_mask_float", "nms_mask_double", "nms_keep"],
     "roi_align.cu": ["roi_align_forward_float", "roi_align_forward_double",
                      "roi_align_backward_float", "roi_align_backward_double"],
 }
@@ -140,6 +140,30 @@ def test_nms_kernel_matches_cpu_path(emulated, num, threshold, dtype):
     assert torch.equal(keep, nms_cpu(boxes, scores, threshold))
 
 
+@pytest.mark.parametrize("threads", [1, 2, 256])
+def test_nms_keep_kernel_sweeps_as_the_host_does(emulated, threads):
+    # 300 boxes: 5 mask words, swept by fewer, as many or more threads than words.
+    generator = torch.Generator().manual_seed(threads)
+    boxes = clustered_boxes(generator, 300)
+    order = torch.sort(torch.rand(300, generator=generator), descending=True, stable=True)[1]
+    sorted_boxes = boxes[order].contiguous()
+    mask = kernel_harness.nms_mask(emulated, sorted_boxes, 0.4)
+    keep, launch = _cuda.nms_keep_launch(torch.from_numpy(mask.view(np.int64)))
+    assert launch.block == (5, 1, 1) and launch.grid == (1, 1, 1)
+    emulated.run(launch._replace(block=(threads, 1, 1)))
+    expected = greedy_sweep(suppression_mask(sorted_boxes, 0.4))
+    assert torch.equal(torch.nonzero(keep)[:, 0], torch.from_numpy(expected))
+    assert 0 < expected.size < 300
+
+
+def test_nms_too_wide_for_the_keep_kernel_sweeps_on_the_host(emulated, monkeypatch):
+    monkeypatch.setattr(_cuda, "NMS_KEEP_MAX_WORDS", 1)
+    generator = torch.Generator().manual_seed(3)
+    boxes = clustered_boxes(generator, 130)
+    scores = torch.rand(130, generator=generator)
+    assert torch.equal(kernel_harness.nms(emulated, boxes, scores, 0.5), nms_cpu(boxes, scores, 0.5))
+
+
 def test_nms_kernel_on_huge_and_infinite_boxes(emulated):
     generator = torch.Generator().manual_seed(9)
     boxes = clustered_boxes(generator, 40)
@@ -200,3 +224,71 @@ def test_harness_refuses_a_syncing_kernel_run_one_thread_at_a_time(emulated, mon
     monkeypatch.setattr(kernel_harness, "SYNCING_KERNELS", set())
     with pytest.raises(RuntimeError, match="__syncthreads"):
         kernel_harness.nms_mask(emulated, torch.rand(3, 4) * 10 + torch.tensor([0, 0, 20, 20]), 0.5)
+
+
+def test_cuda_tensors_without_cupy_are_an_error_not_a_copy(monkeypatch):
+    from pyfrcnn.errors import DeviceError
+
+    monkeypatch.setattr(_cuda, "_cupy", False)
+    _, launch = _cuda.nms_mask_launch(torch.rand(3, 4) + torch.tensor([0, 0, 5, 5]), 0.5)
+    with pytest.raises(DeviceError, match="nms on cuda:0: the CUDA path needs cupy"):
+        _cuda.run(launch, torch.device("cuda", 0))
+
+
+class FakeCupy:
+    """What _cuda.run asks of cupy, recorded (no GPU here): the device and
+    stream it runs on, the module it compiles, the kernel call. Like torch's
+    own __dlpack__, it refuses a tensor that requires grad."""
+
+    def __init__(self):
+        self.calls, self.modules, self.streams = [], [], []
+        fake = self
+
+        class Context:
+            def __init__(self, *args):
+                self.args = args
+
+            def __enter__(self):
+                fake.streams.append(self.args)
+
+            def __exit__(self, *exc):
+                return False
+
+        class Stream:
+            null = Context("null")
+
+        class RawModule:
+            def __init__(self, code, options):
+                fake.modules.append((code, options))
+
+            def get_function(self, name):
+                return lambda grid, block, args: fake.calls.append((name, grid, block, args))
+
+        self.cuda = type("cuda", (), {"Device": Context, "ExternalStream": Context, "Stream": Stream})
+        self.RawModule = RawModule
+
+    @staticmethod
+    def from_dlpack(tensor):
+        if tensor.requires_grad:
+            raise RuntimeError("Can't export tensors that require gradient, use tensor.detach()")
+        return tensor
+
+
+@pytest.mark.parametrize("pointer", [0, 12345])
+def test_cupy_launch_on_torchs_stream_with_detached_tensors(monkeypatch, pointer):
+    fake = FakeCupy()
+    monkeypatch.setattr(_cuda, "_cupy", fake)
+    monkeypatch.setattr(_cuda, "_modules", {})
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda index: type("S", (), {"cuda_stream": pointer}))
+    features = torch.randn(1, 2, 4, 4, requires_grad=True)
+    with torch.no_grad():
+        _, _, launch = _cuda.roi_pool_forward_launch(features, torch.tensor([[0.0, 0, 0, 3, 3]]), 2, 2, 1.0)
+    launch = launch._replace(args=tuple(features if a is launch.args[1] else a for a in launch.args))
+    for _ in range(2):
+        _cuda.run(launch, torch.device("cuda", 1))
+    assert [(name, grid, block) for name, grid, block, _ in fake.calls] == \
+        [("roi_pool_forward_float", launch.grid, launch.block)] * 2
+    assert not any(a.requires_grad for a in fake.calls[0][3] if isinstance(a, torch.Tensor))
+    assert len(fake.modules) == 1 and fake.modules[0][1] == _cuda.NVRTC_OPTIONS  # compiled once
+    stream = ("null",) if pointer == 0 else (pointer, 1)
+    assert fake.streams == [(1,), stream] * 2  # device 1, then torch's current stream
