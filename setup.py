@@ -16,6 +16,7 @@ setup(
         "protobuf>=7.35.1",  # the version that generated pyfrcnn/proto/pyfrcnn_pb2.py
         "pyyaml>=5.4",
         "pillow>=9.0",
+        "tqdm>=4.60",  # the progress bars of solve, test, data check
     ],
     extras_require={
         "cuda": ["cupy>=12"],

@@ -13,7 +13,7 @@ from .net import format_shape
 
 # -- check -------------------------------------------------------------------
 def add_check_arguments(parser):
-    from .cli import add_net_arguments
+    from .arguments import add_net_arguments
 
     add_net_arguments(parser)
 
@@ -40,7 +40,7 @@ def net_table(net):
 
 
 def run_check(args):
-    from .cli import build_net
+    from .arguments import build_net
 
     net = build_net(args)
     rows, total_params, total_flops = net_table(net)
@@ -58,7 +58,7 @@ def run_check(args):
 
 # -- draw --------------------------------------------------------------------
 def add_draw_arguments(parser):
-    from .cli import add_net_arguments
+    from .arguments import add_net_arguments
 
     add_net_arguments(parser, shapes=False)
     parser.add_argument("out", help="OUT.dot, OUT.svg, OUT.png or OUT.pdf")
@@ -132,7 +132,7 @@ def run_draw(args):
 
 # -- time --------------------------------------------------------------------
 def add_time_arguments(parser):
-    from .cli import add_net_arguments
+    from .arguments import add_net_arguments
 
     add_net_arguments(parser)
     parser.set_defaults(phase="TRAIN")
@@ -207,7 +207,7 @@ def time_layers(net, iterations, warmup=1):
 
 
 def run_time(args):
-    from .cli import build_net
+    from .arguments import build_net
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -1,0 +1,394 @@
+"""Run folders: one run per folder, never two mixed.
+
+A run folder holds one training run: train.log, metrics.jsonl, solver.yaml
+(the resolved solver file, overrides included, as detectron2 writes
+config.yaml), tensorboard/ and the snapshots <prefix>_iter_<N>.weights /
+.solverstate. The rules `pyfrcnn solve` follows:
+
+- A fresh solve into a folder that holds an earlier run (a snapshot or a
+  metrics record) is refused, with the exact command that continues it
+  (`--resume auto`) and `--force`, which deletes the earlier run's files and
+  starts over. Leftovers of a run that never got that far are replaced.
+- `--resume auto` continues from the latest complete snapshot (both files
+  present) in the run folder, `--resume DIR` from the latest in DIR (which
+  becomes the run folder), `--resume FILE.solverstate` from that file.
+- While a run lives it holds <run folder>/pyfrcnn.lock (flock'ed, with its
+  pid, host, start time and command); a second solve into the folder is
+  refused naming that process. The lock goes when the run ends; one left by a
+  killed run is stale (no process holds the flock) and is taken over.
+"""
+
+import datetime
+import glob
+import json
+import os
+import re
+import shlex
+import shutil
+import socket
+import sys
+
+from .errors import ConfigError
+
+LOCK_NAME = "pyfrcnn.lock"
+RUN_FILES = ("train.log", "metrics.jsonl", "solver.yaml")
+RUN_FOLDERS = ("tensorboard",)
+SNAPSHOT_RE = re.compile(r"^(?P<prefix>.+)_iter_(?P<step>\d+)\.(?P<kind>weights|solverstate)$")
+
+try:
+    import fcntl
+except ImportError:  # Windows: the lock is an exclusive-create pid file
+    fcntl = None
+
+
+class RunFolderError(ConfigError):
+    """A run folder in use, or holding an earlier run."""
+
+
+# -- what a folder holds ---------------------------------------------------------
+def snapshots(folder):
+    """{step: .solverstate path} of the complete snapshots in `folder` (both the
+    .weights and the .solverstate present), any prefix; the newest prefix wins a tie."""
+    found = {}
+    for path in glob.glob(os.path.join(glob.escape(folder), "*_iter_*.solverstate")):
+        match = SNAPSHOT_RE.match(os.path.basename(path))
+        weights = path[:-len(".solverstate")] + ".weights"
+        if match and os.path.isfile(weights):
+            step = int(match.group("step"))
+            if step not in found or os.path.getmtime(path) > os.path.getmtime(found[step]):
+                found[step] = path
+    return found
+
+
+def latest_snapshot(folder):
+    found = snapshots(folder)
+    return found[max(found)] if found else None
+
+
+def metrics_records(folder):
+    """(number of records, last step) of <folder>/metrics.jsonl."""
+    count, last = 0, None
+    try:
+        with open(os.path.join(folder, "metrics.jsonl"), encoding="utf-8") as f:
+            for line in f:
+                try:
+                    last = int(json.loads(line)["step"])
+                    count += 1
+                except (ValueError, KeyError, TypeError):
+                    continue
+    except OSError:
+        pass
+    return count, last
+
+
+def earlier_run(folder):
+    """A description of the run `folder` holds ('3 snapshots (last at iteration
+    2000), 52 metrics records'), or None when it holds none."""
+    found = snapshots(folder)
+    count, last = metrics_records(folder)
+    parts = []
+    if found:
+        parts.append(f"{len(found)} snapshot{'s' if len(found) > 1 else ''} "
+                     f"(the last at iteration {max(found)})")
+    if count:
+        parts.append(f"{count} metrics record{'s' if count > 1 else ''} up to iteration {last}")
+    return ", ".join(parts) or None
+
+
+def remove_run_files(folder, with_snapshots=True):
+    """Delete what a run writes into `folder` (logs, metrics, solver.yaml,
+    tensorboard/ and, with_snapshots, every <prefix>_iter_<N> snapshot);
+    returns the names removed."""
+    removed = []
+    for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else ():
+        path = os.path.join(folder, name)
+        if name in RUN_FILES or (with_snapshots and SNAPSHOT_RE.match(name)) or \
+                re.match(r".+_iter_\d+\.(weights|solverstate)\.tmp\d+$", name):
+            os.remove(path)
+            removed.append(name)
+        elif name in RUN_FOLDERS and os.path.isdir(path):
+            shutil.rmtree(path)
+            removed.append(name + "/")
+    return removed
+
+
+# -- the lock --------------------------------------------------------------------
+class RunLock:
+    """<folder>/pyfrcnn.lock, held from acquire() to release()."""
+
+    def __init__(self, folder):
+        self.folder = folder
+        self.path = os.path.join(folder, LOCK_NAME)
+        self.fd = None
+        self.stale = None  # what a lock left by a dead run said, once taken over
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+
+    def acquire(self, command=""):
+        os.makedirs(self.folder, exist_ok=True)
+        holder = {"pid": os.getpid(), "host": socket.gethostname(),
+                  "started": datetime.datetime.now().isoformat(timespec="seconds"),
+                  "command": command}
+        if fcntl is None:
+            return self._acquire_exclusive(holder)
+        for _ in range(10):
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as e:
+                raise RunFolderError(f"{self.path}: cannot create the run lock: "
+                                     f"{e.strerror}") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                other = _read_holder(fd)
+                os.close(fd)
+                raise RunFolderError(self._in_use(other)) from None
+            try:  # the holder before us may have removed the file between open and flock
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if not same:
+                os.close(fd)
+                continue
+            old = _read_holder(fd)
+            if old:
+                self.stale = (f"{self.path}: a stale lock of pid {old.get('pid', '?')} "
+                              f"({old.get('started', '?')}, no longer running) taken over")
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, (json.dumps(holder) + "\n").encode(), 0)
+            self.fd = fd
+            return self
+        raise RunFolderError(f"{self.path}: the run lock keeps changing hands")
+
+    def _acquire_exclusive(self, holder):
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            with open(self.path, "rb") as f:
+                other = _parse_holder(f.read())
+            raise RunFolderError(self._in_use(other) + f" (if it is not, delete {self.path})") \
+                from None
+        os.write(fd, (json.dumps(holder) + "\n").encode())
+        self.fd = fd
+        return self
+
+    def _in_use(self, other):
+        other = other or {}
+        what = f"pid {other.get('pid', '?')}"
+        if other.get("host") and other["host"] != socket.gethostname():
+            what += f" on {other['host']}"
+        if other.get("started"):
+            what += f", since {other['started']}"
+        if other.get("command"):
+            what += f": {other['command']}"
+        return (f"{self.folder} is in use by a live run ({what}); wait for it to end, stop it, "
+                "or train into another folder with --out DIR")
+
+    def release(self):
+        if self.fd is None:
+            return
+        try:
+            os.remove(self.path)
+        except OSError:
+            pass
+        os.close(self.fd)  # closing drops the flock
+        self.fd = None
+
+
+def _read_holder(fd):
+    try:
+        return _parse_holder(os.pread(fd, 4096, 0))
+    except OSError:
+        return None
+
+
+def _parse_holder(data):
+    try:
+        value = json.loads(data.decode("utf-8"))
+        return value if isinstance(value, dict) else None
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+# -- a run's folder, snapshot prefix and resume point ------------------------------
+def default_folder(config, out=None):
+    """(run folder, snapshot prefix) as --out and the solver file give them."""
+    stem = os.path.splitext(os.path.basename(config.path or "solver"))[0]
+    if out:
+        out = os.path.abspath(out)
+        return out, os.path.join(out, os.path.basename(config.snapshot_prefix or stem))
+    if config.snapshot_prefix:
+        return os.path.dirname(config.snapshot_prefix), config.snapshot_prefix
+    folder = os.path.join(os.getcwd(), "output", stem)
+    return folder, os.path.join(folder, stem)
+
+
+def _shown(path):
+    """A path as the user would type it: relative to the current folder when inside it."""
+    path = os.path.abspath(path)
+    rel = os.path.relpath(path, os.getcwd())
+    return path if rel.startswith("..") else rel
+
+
+class RunFolder:
+    """Where a `solve` writes, from what to resume, and the lock on it.
+
+    `args` carries the command line's solver, out, resume, force, overrides and
+    device (missing attributes mean the defaults). open() takes the lock and
+    applies the rules above; close() releases it.
+    """
+
+    def __init__(self, config, args, is_main=True):
+        self.config = config
+        self.args = args
+        self.is_main = is_main
+        self.out = getattr(args, "out", None)
+        self.force = bool(getattr(args, "force", False))
+        self.home, self.home_prefix = default_folder(config, self.out)
+        self.resume = None
+        self.path, self.prefix = self.home, self.home_prefix
+        self.lock = None
+        self.appending = False
+        self.notes = []  # warnings for the run's log, which opens after the checks
+        resume = getattr(args, "resume", None)
+        if resume:
+            self._find_resume(resume)
+
+    def _find_resume(self, resume):
+        if resume == "auto" or os.path.isdir(resume):
+            folder = self.home if resume == "auto" else os.path.abspath(resume)
+            state = latest_snapshot(folder)
+            if state is None:
+                raise RunFolderError(
+                    f"--resume {resume}: {_shown(folder)} holds no complete snapshot "
+                    "(<prefix>_iter_<N>.weights and .solverstate) to resume from")
+        elif os.path.isfile(resume):
+            state = os.path.abspath(resume)
+        else:
+            raise RunFolderError(f"--resume {resume}: no such file or folder (give a "
+                                 ".solverstate, a run folder or auto)")
+        self.resume = state
+        folder = os.path.dirname(state)
+        if not self.out:
+            self.path = folder
+            match = SNAPSHOT_RE.match(os.path.basename(state))
+            self.prefix = os.path.join(folder, match.group("prefix")) if match else \
+                os.path.join(folder, os.path.basename(self.home_prefix))
+        self.appending = os.path.realpath(self.path) == os.path.realpath(folder)
+
+    def open(self):
+        """Take the lock and check the folder; returns self."""
+        if not self.is_main:
+            return self
+        self.lock = RunLock(self.path).acquire(self.command())
+        if self.lock.stale:
+            self.notes.append(self.lock.stale)
+        try:
+            self._check()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _check(self):
+        held = earlier_run(self.path)
+        if self.appending:
+            return
+        if held and not self.force:
+            where = _shown(self.path)
+            if self.resume:
+                raise RunFolderError(
+                    f"{where} holds another run ({held}); resume into the snapshot's own "
+                    "folder (drop --out), or give --force to delete that run first")
+            hint = (f"continue it with `{self.command(resume='auto')}`, or " if snapshots(self.path)
+                    else "")
+            raise RunFolderError(
+                f"{where} holds an earlier run ({held}); {hint}start over with "
+                f"`{self.command(force=True)}` (deletes that run's logs, metrics and "
+                "snapshots), or train into another folder with --out DIR")
+        removed = remove_run_files(self.path, with_snapshots=bool(held))
+        if held and removed:
+            self.notes.append(f"--force: removed the earlier run in {self.path}: "
+                              f"{', '.join(removed)}")
+
+    def close(self):
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
+
+    def command(self, resume=None, force=False):
+        """The `pyfrcnn solve` command line of this run, resuming or forcing if asked."""
+        a = self.args
+        words = ["pyfrcnn", "solve", getattr(a, "solver", None) or self.config.path]
+        if self.out:
+            words += ["--out", self.out]
+        elif resume and os.path.abspath(self.path) != os.path.abspath(self.home):
+            words += ["--out", _shown(self.path)]
+        for text in getattr(a, "overrides", None) or ():
+            words += ["--set", text]
+        if getattr(a, "gpu", None) is not None:
+            words += ["--gpu", str(a.gpu)]
+        elif getattr(a, "device", None):
+            words += ["--device", a.device]
+        if resume:
+            words += ["--resume", resume]
+        elif getattr(a, "resume", None):
+            words += ["--resume", a.resume]
+        elif getattr(a, "weights", None):
+            words += ["--weights", a.weights]
+        if force:
+            words.append("--force")
+        return shlex.join(words)
+
+    def resume_hint(self):
+        """'resume with: pyfrcnn solve ... --resume auto' when a snapshot exists."""
+        if snapshots(self.path):
+            return f"resume with: {self.command(resume='auto')}"
+        return None
+
+
+# -- what the run folder records ---------------------------------------------------
+def _listed(value):
+    if isinstance(value, dict):
+        return {k: _listed(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_listed(v) for v in value]
+    return value
+
+
+def write_resolved_solver(folder, config):
+    """<folder>/solver.yaml: every solver key and section as this run uses them."""
+    import yaml
+
+    path = os.path.join(folder, "solver.yaml")
+    text = (f"# The solver of this run: {config.path} with its overrides, every key resolved\n"
+            + yaml.safe_dump(_listed(config.to_dict()), sort_keys=False, default_flow_style=None))
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+    return path
+
+
+def banner(config, device, command=""):
+    """The lines a run's log opens with: versions, device, threads, the settings."""
+    import yaml
+    import torch
+
+    from . import __version__
+
+    settings = yaml.safe_dump(_listed(config.to_dict()), sort_keys=False,
+                              default_flow_style=None).rstrip()
+    cuda = ""
+    if device.type == "cuda":
+        cuda = f" ({torch.cuda.get_device_name(device)}, CUDA {torch.version.cuda})"
+    return [
+        f"pyfrcnn {__version__}, torch {torch.__version__}, Python {sys.version.split()[0]}; "
+        f"device {device}{cuda}; {torch.get_num_threads()} threads; pid {os.getpid()} on "
+        f"{socket.gethostname()}",
+        f"Command: {command}" if command else "",
+        "Initializing solver from parameters:\n" + "\n".join("  " + line for line in
+                                                             settings.splitlines()),
+    ]
