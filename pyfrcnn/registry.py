@@ -89,7 +89,8 @@ def python_layer_class(param, where=""):
     try:
         module = importlib.import_module(module_name)
     except ImportError as e:
-        raise RegistryError(f"{prefix}: cannot import module '{pp.module}': {e}") from None
+        raise RegistryError(f"{prefix}: cannot import module '{pp.module}': {e} (python_param "
+                            "modules import from the current folder, then PYTHONPATH)") from None
     except Exception as e:
         raise RegistryError(f"{prefix}: importing module '{pp.module}' failed: "
                             f"{type(e).__name__}: {e}") from None
