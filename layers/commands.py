@@ -109,28 +109,44 @@ def _strip_background(names):
 
 
 class Progress:
-    """'im_detect: 12/4952 0.231s 0.004s' on one rewritten line (a terminal) or
-    every 5% (a log), with py-faster-rcnn's average detect and post-processing times."""
+    """py-faster-rcnn's 'im_detect: 12/4952 0.231s 0.004s' (the average detect
+    and post-processing times): under a tqdm bar in a terminal (pyfrcnn.progress),
+    every 5% as a line in a log or a pipe."""
 
-    def __init__(self, total, stream=None, quiet=False):
-        self.total, self.quiet = total, quiet
+    def __init__(self, total, stream=None, quiet=False, desc="im_detect"):
+        from pyfrcnn import progress
+
+        self.total, self.quiet, self.desc = total, quiet, desc
         self.stream = stream or sys.stderr
-        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.bar = progress.progress(total, desc, "im", stream=self.stream,
+                                     enabled=not quiet)
+        self.lines = isinstance(self.bar, progress.NullBar)
         self.every = max(1, total // 20)
         self.start = time.monotonic()
 
     def update(self, done, detect_time, misc_time):
         if self.quiet:
             return
-        elapsed = time.monotonic() - self.start
-        eta = elapsed / done * (self.total - done)
-        line = (f"im_detect: {done}/{self.total} {detect_time:.3f}s {misc_time:.3f}s "
-                f"(eta {int(eta // 60)}:{int(eta % 60):02d})")
-        if self.tty:
-            self.stream.write("\r" + line + ("\n" if done == self.total else ""))
-        elif done % self.every == 0 or done == self.total:
-            self.stream.write(line + "\n")
-        self.stream.flush()
+        if not self.lines:
+            self.bar.update(done - self.bar.n)
+            if done == self.total:
+                self.bar.close()
+            return
+        if done % self.every == 0 or done == self.total:
+            elapsed = time.monotonic() - self.start
+            eta = elapsed / done * (self.total - done)
+            self.stream.write(f"{self.desc}: {done}/{self.total} {detect_time:.3f}s "
+                              f"{misc_time:.3f}s (eta {int(eta // 60)}:{int(eta % 60):02d})\n")
+            self.stream.flush()
+
+    def close(self):
+        self.bar.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 def _safe_name(text):
@@ -186,9 +202,6 @@ def run_test(args):
     from layers.datasets import open_dataset
     from layers.evaluation import default_metric, evaluate, result_to_json
     from layers.evaluation.detections import write_detections, write_voc_results
-    from layers.evaluation.draw import draw_detections
-    from layers.image import load_image
-    from layers.inference import im_detect, postprocess_detections, to_records
 
     net, cfg, meta, bbox_stats = load_test_net(args.net, args.weights, args.overrides,
                                                args.device)
@@ -211,7 +224,27 @@ def run_test(args):
           f"(scales {list(cfg.TEST.SCALES)}, NMS {cfg.TEST.NMS}, score > {cfg.TEST.SCORE_THRESH}, "
           f"at most {cfg.TEST.MAX_PER_IMAGE} per image)", file=sys.stderr)
 
-    progress = Progress(count, quiet=getattr(args, "quiet", False))
+    with Progress(count, quiet=getattr(args, "quiet", False)) as progress:
+        records = _detect_all(args, net, cfg, bbox_stats, dataset, classes, count, out,
+                              progress)
+    write_detections(os.path.join(out, "detections.json"), records)
+    write_voc_results(out, records, classes, image_set=getattr(dataset, "image_set", "test"))
+    annotations = [dataset.annotation(i) for i in range(count)]
+    result = evaluate(records, annotations, classes, metric,
+                      coco_annotation_file=getattr(dataset, "annotation_file", None))
+    _print_result(result)
+    _write_json(os.path.join(out, "metrics.json"), result_to_json(result))
+    print(f"wrote {len(records)} detections, the VOC results files and metrics.json to {out}",
+          file=sys.stderr)
+    return 0
+
+
+def _detect_all(args, net, cfg, bbox_stats, dataset, classes, count, out, progress):
+    """The detection records of the first `count` images (and the --vis drawings)."""
+    from layers.evaluation.draw import draw_detections
+    from layers.image import load_image
+    from layers.inference import im_detect, postprocess_detections, to_records
+
     records, detect_time, misc_time = [], 0.0, 0.0
     for i in range(count):
         im = load_image(dataset.image_path(i))
@@ -233,17 +266,7 @@ def run_test(args):
             os.makedirs(os.path.dirname(path), exist_ok=True)
             draw_detections(im, shown, index).save(path, quality=90)
         progress.update(i + 1, detect_time / (i + 1), misc_time / (i + 1))
-
-    write_detections(os.path.join(out, "detections.json"), records)
-    write_voc_results(out, records, classes, image_set=getattr(dataset, "image_set", "test"))
-    annotations = [dataset.annotation(i) for i in range(count)]
-    result = evaluate(records, annotations, classes, metric,
-                      coco_annotation_file=getattr(dataset, "annotation_file", None))
-    _print_result(result)
-    _write_json(os.path.join(out, "metrics.json"), result_to_json(result))
-    print(f"wrote {len(records)} detections, the VOC results files and metrics.json to {out}",
-          file=sys.stderr)
-    return 0
+    return records
 
 
 def _check_classes(net, meta, classes, dataset_name):

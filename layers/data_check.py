@@ -16,6 +16,7 @@ import sys
 
 
 from pyfrcnn.errors import PyfrcnnError
+from pyfrcnn.progress import progress, quiet
 
 from .datasets import open_dataset
 from .image import load_image
@@ -109,10 +110,13 @@ def _check_images(dataset, workers):
     with Prefetcher(lambda: next(indices, None),
                     lambda i: None if i is None else _check_image(dataset, i),
                     workers=workers, depth=max(2 * workers, 1), name="data-check") as loader:
+        bar = progress(len(dataset), f"check {dataset.name}", "im", enabled=not quiet())
         for _ in range(len(dataset)):
             failure = loader.next().result()
+            bar.update(1)
             if failure is not None:
                 failures.append(failure)
+        bar.close()
     return failures
 
 

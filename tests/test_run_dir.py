@@ -177,6 +177,7 @@ def test_ctrl_c_prints_the_resume_command_and_it_continues(run_folder):
     result = pyfrcnn("solve", "solver.yaml", "--set", "max_iter=6", cwd=run_folder)
     assert result.returncode == 0, result.stderr  # Caffe's SIGINT "stop": snapshot, exit 0
     assert "SIGINT received: stop" in result.stderr
+    assert "\r" not in result.stderr and "%|" not in result.stderr  # a pipe: no bar
     resume = quoted_command(result.stderr.replace("resume with: ", "`") + "`")
     assert resume[1:] == ["solve", "solver.yaml", "--set", "max_iter=6", "--resume", "auto"]
     assert sorted(snapshots(str(run_folder / "output" / "solver"))) == [2]
