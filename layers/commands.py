@@ -10,6 +10,7 @@ defaults, with `--set detection.TEST.NMS=0.4`-style overrides on top. Each
 command's `run_*` returns the exit status.
 """
 
+import glob
 import json
 import logging
 import os
@@ -19,6 +20,7 @@ import time
 
 import torch
 
+from pyfrcnn.arguments import device_from_args
 from pyfrcnn.errors import ConfigError, DataError, PyfrcnnError
 
 log = logging.getLogger(__name__)
@@ -30,20 +32,21 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 # -- shared ---------------------------------------------------------------------
 
 def _add_net_arguments(parser):
+    from pyfrcnn.arguments import add_device_argument, add_set_argument
+
     parser.add_argument("--net", required=True, help="the test net's prototxt")
     parser.add_argument("--weights", required=True, help="a weights file (pyfrcnn format)")
-    parser.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[],
-                        metavar="detection.KEY=VALUE",
-                        help="override a detection setting, e.g. detection.TEST.NMS=0.4")
-    parser.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
+    add_set_argument(parser, "detection.TEST.NMS=0.4", "a detection setting")
+    add_device_argument(parser)
 
 
 def _add_data_arguments(parser):
+    from pyfrcnn.arguments import add_data_root_argument
+
     parser.add_argument("--data", required=True, metavar="SPEC",
                         help="the dataset: voc_2007_test, voc:<folder>:<set>, "
                         "coco:<json>:<images>, shapes:test, ...")
-    parser.add_argument("--data-root", default="data",
-                        help="where py-faster-rcnn dataset names live (default: data)")
+    add_data_root_argument(parser)
     parser.add_argument("--cache-dir", help="parsed annotations (default: <data-root>/cache)")
 
 
@@ -69,20 +72,12 @@ def detection_config(meta, overrides=()):
     return DetectionConfig.from_dict(values)
 
 
-def _device(name):
-    try:
-        device = torch.device(name)
-    except RuntimeError as e:
-        raise ConfigError(f"--device {name}: {e}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {name}: no CUDA device is available")
-    return device
-
-
-def load_test_net(net_path, weights_path, overrides=(), device="cpu"):
+def load_test_net(net_path, weights_path, overrides=(), device="auto"):
     """(net, detection config, weights meta, bbox_pred stats or None): the test
-    net built for any image size, with every weight of the file."""
+    net built for any image size, with every weight of the file, on `device`
+    (auto: cuda when available)."""
     from layers.inference import bbox_pred_stats
+    from pyfrcnn.arguments import resolve_device
     from pyfrcnn.net import Net, load_weights_file
 
     layers, meta = load_weights_file(weights_path, with_meta=True)
@@ -91,7 +86,7 @@ def load_test_net(net_path, weights_path, overrides=(), device="cpu"):
               input_shapes={"data": (1, 3, None, None)})
     net.load(layers, strict=True)
     net.eval()
-    net.to(_device(device))
+    net.to(resolve_device(device))
     return net, cfg, meta, bbox_pred_stats(meta)
 
 
@@ -204,7 +199,7 @@ def run_test(args):
     from layers.evaluation.detections import write_detections, write_voc_results
 
     net, cfg, meta, bbox_stats = load_test_net(args.net, args.weights, args.overrides,
-                                               args.device)
+                                               device_from_args(args))
     dataset = open_dataset(args.data, root=args.data_root, cache_dir=args.cache_dir,
                            shapes=trained_shapes_settings(meta))
     classes = list(dataset.classes)
@@ -315,17 +310,45 @@ def run_eval(args):
 # -- detect ---------------------------------------------------------------------
 
 def add_detect_arguments(parser):
-    parser.add_argument("images", nargs="+", metavar="IMAGE",
-                        help="image files (any format Pillow reads)")
+    parser.add_argument("images", nargs="*", metavar="IMAGE",
+                        help="image files, folders (their images) or globs ('photos/*.jpg')")
     _add_net_arguments(parser)
     parser.add_argument("--classes", nargs="+", metavar="NAME",
                         help="class names, background excluded (default: the weights' meta, "
-                        "else class_1 ...); put the images first or end the names with --")
+                        "else class_1 ...); as many as the net scores, so images may follow")
     parser.add_argument("--thresh", type=float, default=0.8,
                         help="the lowest score kept (default 0.8)")
     parser.add_argument("--out", default="detections",
                         help="where the JSON files and annotated images go (default: detections)")
     return parser
+
+
+def split_classes_and_images(given, num_classes):
+    """(class names, images) of `--classes a b c IMAGE...`: the net scores
+    num_classes - 1 names; what follows them are images."""
+    names = [n for item in given or () for n in item.split(",") if n]
+    if names and names[0] == BACKGROUND:
+        names = names[1:]
+    return names[:num_classes - 1], names[num_classes - 1:]
+
+
+def expand_images(items):
+    """Image paths from files, folders (their images, sorted) and globs; an item
+    that names nothing is kept, so that loading it reports the error."""
+    paths = []
+    for item in items:
+        if os.path.isdir(item):
+            found = sorted(os.path.join(item, n) for n in os.listdir(item)
+                           if n.lower().endswith(IMAGE_SUFFIXES))
+            if not found:
+                log.warning("%s: a folder without images (%s)", item, ", ".join(IMAGE_SUFFIXES))
+            paths.extend(found)
+        elif glob.has_magic(item) and not os.path.exists(item):
+            found = sorted(p for p in glob.glob(item) if os.path.isfile(p))
+            paths.extend(found or [item])
+        else:
+            paths.append(item)
+    return paths
 
 
 def detect_class_names(given, meta, num_classes):
@@ -374,12 +397,18 @@ def run_detect(args):
     from layers.inference import detect
 
     net, cfg, meta, bbox_stats = load_test_net(args.net, args.weights, args.overrides,
-                                               args.device)
-    names = detect_class_names(args.classes, meta, net_num_classes(net))
+                                               device_from_args(args))
+    num_classes = net_num_classes(net)
+    given, more_images = split_classes_and_images(args.classes, num_classes)
+    names = detect_class_names(given, meta, num_classes)
+    images = expand_images(more_images + list(args.images))
+    if not images:
+        raise ConfigError("no image given (files, folders or globs after the options, or "
+                          "after the names of --classes)")
     classes = [BACKGROUND] + names
     os.makedirs(args.out, exist_ok=True)
     used, failed = set(), 0
-    for image_path in args.images:
+    for image_path in images:
         try:
             im = load_image(image_path)
         except DataError as e:
@@ -401,7 +430,7 @@ def run_detect(args):
         print(f"{image_path}: {len(found)} detection(s){': ' + summary + more if found else ''}"
               f" -> {json_path}, {image_out}")
     if failed:
-        print(f"pyfrcnn detect: {failed} of {len(args.images)} image(s) failed", file=sys.stderr)
+        print(f"pyfrcnn detect: {failed} of {len(images)} image(s) failed", file=sys.stderr)
     return 1 if failed else 0
 
 

@@ -96,7 +96,7 @@ def add_set_argument(parser, example="max_iter=100", what="a solver file value")
 def add_data_root_argument(parser, default="data"):
     parser.add_argument("--data-root", dest="data_root", default=default, metavar="DIR",
                         help="where py-faster-rcnn dataset names (voc_2007_test, ...) live "
-                        f"(default: {default})")
+                        f"(default: {default or 'data'})")
     parser.add_argument("--root", dest="data_root", help=argparse.SUPPRESS)  # the old name
 
 

@@ -39,11 +39,27 @@ def shape_matches(actual, declared):
     return len(actual) == len(declared) and all(d is None or d == a for a, d in zip(actual, declared))
 
 
+def _given_shapes(layer, top_shapes, input_shapes, used):
+    """A data layer's top shapes with those `input_shapes` gives (each must fit
+    the layer's own, e.g. 1x3x600x1000 for 1x3x?x?)."""
+    shapes = list(top_shapes)
+    for i, top in enumerate(layer.param.top):
+        if top in input_shapes:
+            given = tuple(input_shapes[top])
+            if not shape_matches(given, shapes[i]):
+                raise layer.error(f"top '{top}' is {format_shape(shapes[i])}; the shape given "
+                                  f"for it, {format_shape(given)}, does not fit")
+            shapes[i] = given
+            used.add(top)
+    return shapes
+
+
 class Net(torch.nn.Module):
     """A net built from a prototxt path, prototxt text or NetDef.
 
     `config` is the run's configuration, handed to every layer as `layer.config`.
-    `input_shapes` ({blob: shape}) overrides the shapes of Input layer tops.
+    `input_shapes` ({blob: shape}) overrides the shapes of Input layer tops and
+    fixes those of data layers' tops (within what the layer declares).
     """
 
     def __init__(self, source, phase="TRAIN", stages=(), level=0, config=None,
@@ -70,6 +86,7 @@ class Net(torch.nn.Module):
     # -- building ------------------------------------------------------
     def _build(self, input_shapes):
         consumers = collections.Counter()
+        given_tops = set()
         for index, lp in enumerate(self.netdef.param.layer):
             where = self.netdef.where(index)
             if not lp.name:
@@ -96,6 +113,8 @@ class Net(torch.nn.Module):
             if lp.type == "Input":
                 layer.override_shapes = input_shapes
             top_shapes = layer.setup(bottom_shapes)
+            if not lp.bottom and lp.type != "Input":  # a data layer: its tops' given sizes
+                top_shapes = _given_shapes(layer, top_shapes, input_shapes, given_tops)
             if lp.type == "Input":
                 self.input_blobs.extend(lp.top)
             self._share_params(layer)
@@ -111,7 +130,7 @@ class Net(torch.nn.Module):
             self._propagate.append(list(lp.propagate_down) or [True] * len(lp.bottom))
             log.info("%s (%s) <- %s -> %s [%s]", lp.name, lp.type, ", ".join(lp.bottom) or "-",
                      ", ".join(lp.top) or "-", "; ".join(format_shape(s) for s in top_shapes))
-        extra = set(input_shapes) - set(self.input_blobs)
+        extra = set(input_shapes) - set(self.input_blobs) - given_tops
         if extra:
             raise NetError(f"{self.netdef.path}: input shape given for "
                            f"{', '.join(sorted(extra))}, which is not an input of the net "
