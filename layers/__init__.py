@@ -3,8 +3,8 @@
 
 Importing this package registers py-faster-rcnn's Python module names as
 aliases of ours (so its prototxts build unmodified), the `detection` and
-`data` sections of solver files, and the `test`, `eval`, `detect` and `data`
-commands.
+`data` sections of solver files, the `test`, `eval`, `detect` and `data`
+commands, and `pyfrcnn.Detector`.
 """
 
 from pyfrcnn import hooks, registry
@@ -66,3 +66,12 @@ def _evaluator_factory(solver):
 
 
 hooks.register_evaluator(_evaluator_factory)
+
+
+def _detector():
+    from .detector import Detector
+
+    return Detector
+
+
+registry.register_export("Detector", _detector)
