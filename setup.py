@@ -18,10 +18,13 @@ setup(
         "pillow>=9.0",
         "tqdm>=4.60",  # the progress bars of solve, test, data check
     ],
+    # What the code uses when it is installed (README, "Optional extras"):
     extras_require={
-        "cuda": ["cupy>=12"],
-        "coco": ["pycocotools>=2.0"],
-        "plot": ["matplotlib>=3.5"],
+        "cuda": ["cupy>=12"],                 # RoI pooling and NMS kernels on the GPU
+        "coco": ["pycocotools>=2.0"],         # COCO datasets and the COCO metric
+        "plot": ["matplotlib>=3.5"],          # pyfrcnn plot
+        "tensorboard": ["tensorboard>=2.10"],  # TensorBoard scalars in the run folder
+        "all": ["cupy>=12", "pycocotools>=2.0", "matplotlib>=3.5", "tensorboard>=2.10"],
         "dev": ["pytest>=7", "grpcio-tools==1.85.1"],
     },
     entry_points={

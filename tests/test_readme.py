@@ -49,7 +49,8 @@ def pyfrcnn_commands():
                 if part.strip().startswith("pyfrcnn "):
                     commands.append(shlex.split(part.strip()))
     for words in re.findall(r"`(pyfrcnn [^`|\\[]+)`", README):  # inline, not usage patterns
-        commands.append(shlex.split(words))
+        if len(words.split()) >= 3:  # a command, not a name (`pyfrcnn solve`)
+            commands.append(shlex.split(words))
     return commands
 
 
@@ -113,6 +114,13 @@ def test_every_file_a_readme_command_names_exists_or_is_written_by_the_main_job(
     assert checked >= 8
     assert f"{run_folder}/fast_shapes_iter_2600.weights" in written or \
         not any("fast_shapes_iter_2600" in " ".join(w) for w in pyfrcnn_commands())
+
+
+def test_weights_named_in_the_python_examples_are_written_by_the_main_job():
+    written, _ = snapshot_files("solvers/shapes_solver.yaml")
+    named = [path for kind, text in command_blocks(README) if kind == "python"
+             for path in re.findall(r'"(output/[^"]+\.weights)"', text)]
+    assert named and set(named) <= written
 
 
 def python_layer_example():
