@@ -19,19 +19,11 @@ import os
 import torch
 
 from . import registry
-from .errors import NetError, WeightsError, did_you_mean
+from .errors import NetError, WeightsError, did_you_mean, format_shape  # noqa: F401 (re-exported)
+from .files import WEIGHTS_FORMAT, atomic_torch_save  # noqa: F401 (re-exported)
 from .io import NetDef, phase_name, read_net
 
 log = logging.getLogger(__name__)
-
-WEIGHTS_FORMAT = "pyfrcnn-weights"
-
-
-def format_shape(shape):
-    if shape is None:
-        return "?"
-    return "x".join("?" if d is None else str(d) for d in shape) or "scalar"
-
 
 def shape_matches(actual, declared):
     if declared is None:
@@ -299,28 +291,11 @@ class Net(torch.nn.Module):
                 self.layer_dict[name].restore_state(state)
 
 
-def atomic_torch_save(obj, path):
-    """torch.save to a temp file, fsync, rename: a crash leaves the old file whole."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def load_weights_file(path, with_meta=False):
     """{layer: [tensors]} from a weights file (and its meta dict): ours, a Caffe
     .caffemodel or torchvision's VGG16 state_dict, told apart by content; see
     pyfrcnn.weights for the mappings."""
-    from .weights import read_weights  # it imports this module
+    from .weights import read_weights  # lazily: reading weights needs the proto module
 
     layers, meta = read_weights(path)
     if with_meta:
