@@ -322,9 +322,9 @@ class Solver:
         meta = {name: plain(value) for name, value in self.config.sections.items()}
         meta.update(self.net.weights_meta())
         meta["solver"] = {"iter": self.step, "train_net": self.config.train_net}
-        log.info("Snapshotting to binary proto file %s", weights_path)
+        log.info("Snapshotting to weights file %s", weights_path)
         self.net.save(weights_path, meta=meta)
-        log.info("Snapshotting solver state to binary proto file %s", state_path)
+        log.info("Snapshotting solver state to %s", state_path)
         atomic_torch_save({
             "format": STATE_FORMAT, "version": 1, "iter": self.step, "type": self.config.type,
             "learned_net": os.path.basename(weights_path),
@@ -392,7 +392,7 @@ class Solver:
 def add_solve_arguments(parser):
     from .arguments import add_device_argument, add_set_argument
 
-    parser.add_argument("solver", help="the solver file (YAML)")
+    parser.add_argument("solver", help="the solver file: YAML, or Caffe's solver.prototxt")
     start = parser.add_mutually_exclusive_group()
     start.add_argument("--weights", help="weights file(s) to start from, comma-separated "
                        "(replaces the solver file's `weights`)")
