@@ -324,10 +324,12 @@ class RunFolder:
         """The `pyfrcnn solve` command line of this run, resuming or forcing if asked."""
         a = self.args
         words = ["pyfrcnn", "solve", getattr(a, "solver", None) or self.config.path]
-        if self.out:
+        if self.out and self.out != getattr(a, "cfg_out", None):
             words += ["--out", self.out]
         elif resume and os.path.abspath(self.path) != os.path.abspath(self.home):
             words += ["--out", _shown(self.path)]
+        if getattr(a, "cfg", None):
+            words += ["--cfg", a.cfg]
         for text in getattr(a, "overrides", None) or ():
             words += ["--set", text]
         if getattr(a, "gpu", None) is not None:

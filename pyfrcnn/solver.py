@@ -403,6 +403,8 @@ def add_solve_arguments(parser):
                         "(default: the folder of snapshot_prefix, else output/<solver name>)")
     parser.add_argument("--force", action="store_true", help="start over in a run folder that "
                         "holds an earlier run, deleting its logs, metrics and snapshots")
+    parser.add_argument("--cfg", metavar="CFG.yml", help="a py-faster-rcnn cfg file "
+                        "(experiments/cfgs/*.yml) mapped onto the solver file's sections")
     add_device_argument(parser, default="the solver file's `device`", what="training")
     add_set_argument(parser)
     return parser
@@ -444,6 +446,22 @@ def _setup_logging(run_dir, is_main, mode="a"):
     return undo
 
 
+def _with_cfg(args):
+    """args with --cfg read: its --set strings, and --out / --device from its
+    EXP_DIR / GPU_ID where the command line gives none."""
+    from . import registry
+    from .cfg_file import read_cfg
+
+    overrides, out, device = read_cfg(args.cfg, registry.config_sections())
+    args = argparse.Namespace(**vars(args))
+    args.cfg_overrides = overrides
+    if out and not getattr(args, "out", None):
+        args.out = args.cfg_out = out  # the cfg's EXP_DIR: no --out in the resume command
+    if device and not getattr(args, "device", None) and getattr(args, "gpu", None) is None:
+        args.device = device
+    return args
+
+
 def run_solve(args):
     """`pyfrcnn solve`: returns the exit status (errors are printed, not raised).
     The run folder's rules (one run per folder, the lock) are pyfrcnn.run_dir's."""
@@ -452,7 +470,10 @@ def run_solve(args):
 
     solver, undo, run = None, None, None
     try:
-        config = load_solver(args.solver, getattr(args, "overrides", None) or ())
+        if getattr(args, "cfg", None):
+            args = _with_cfg(args)
+        config = load_solver(args.solver, args.cfg_overrides + list(args.overrides or ())
+                             if getattr(args, "cfg", None) else args.overrides or ())
         if getattr(args, "weights", None):
             config = config.replace(weights=tuple(
                 os.path.abspath(w) for w in args.weights.split(",") if w))
