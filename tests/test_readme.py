@@ -144,3 +144,32 @@ def test_the_python_layer_example_builds_under_the_pyfrcnn_command(tmp_path):
                      cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert re.search(r"^scaled +Python ", result.stdout, re.M), result.stdout
+
+
+def test_the_python_api_example_runs(tmp_path, monkeypatch):
+    """The README's "From Python" block, with a stand-in for the trained weights
+    and the photo; the training part runs only as far as building the solver."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from pyfrcnn.net import Net
+
+    section = README.split("## From Python", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    weights = "output/shapes/fast_shapes_iter_2600.weights"
+    assert weights in code and "solver.solve()" in code
+    torch.manual_seed(0)
+    (tmp_path / "output" / "shapes").mkdir(parents=True)
+    Net(str(REPO_DIR / "prototxt" / "fast" / "test.prototxt"), "TEST").save(tmp_path / weights)
+    pixels = np.random.default_rng(0).integers(0, 256, (240, 320, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "some_photo.jpg")
+    for name in ("prototxt", "solvers"):
+        (tmp_path / name).symlink_to(REPO_DIR / name)
+    monkeypatch.chdir(tmp_path)
+    code = code.replace("solver.solve()", "assert solver.config.max_iter == 100")
+    code = code.replace('["max_iter=100"]', '["max_iter=100", "data.cache_dir=cache"]')
+    namespace = {}
+    exec(compile(code, "README.md (From Python)", "exec"), namespace)
+    assert namespace["outputs"]["cls_prob"].shape[1] == 6
+    assert len(namespace["boxes"]) == len(namespace["labels"])
