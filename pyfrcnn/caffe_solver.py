@@ -106,10 +106,9 @@ def parse_fields(text, path):
     return fields
 
 
-def read_caffe_solver(path):
-    """(mapping, {key path: line}) of a solver.prototxt, in our solver keys."""
-    from .solver_config import KEYS
-
+def read_caffe_solver(path, known):
+    """(mapping, {key path: line}) of a solver.prototxt, in our solver keys
+    (`known`: the names solver files take)."""
     try:
         with open(path, encoding="utf-8") as f:
             text = f.read()
@@ -132,9 +131,9 @@ def read_caffe_solver(path):
             value = SOLVER_TYPES.get(value.upper(), value)
         elif name.endswith("_effect") and isinstance(value, str):
             value = value.lower()
-        if name not in KEYS:
+        if name not in known:
             raise ConfigError(f"{at}: not a SolverParameter field pyfrcnn knows"
-                              f"{did_you_mean(name, KEYS)}")
+                              f"{did_you_mean(name, known)}")
         if isinstance(value, str) and name in PATH_KEYS and not os.path.isabs(value):
             value = os.path.abspath(value)  # Caffe resolves against the current folder
         if name == "stepvalue" or name == "weights":

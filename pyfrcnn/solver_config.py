@@ -351,7 +351,7 @@ def load_solver(path, overrides=()):
     if path.endswith(".prototxt"):  # Caffe's text SolverParameter
         from .caffe_solver import read_caffe_solver
 
-        data, lines = read_caffe_solver(path)
+        data, lines = read_caffe_solver(path, KEYS)
     else:
         data, lines = read_yaml(path)
     sections = registry.config_sections()

@@ -61,18 +61,23 @@ def test_data_root_is_one_name_with_the_old_one_kept():
                   "--data-root", "d4"]).data_root == "d4"
 
 
-def test_command_line_errors_through_the_entry_point(tmp_path):
-    """One subprocess for the command-line behaviours: usage errors name the
-    command; --quiet before the command; a bad device is a usage error."""
+def test_a_usage_error_names_the_command_through_the_entry_point(tmp_path):
     result = pyfrcnn("--quiet", "check", "net.prototxt", "--no-such-flag", cwd=tmp_path)
     assert result.returncode == 2
     assert "pyfrcnn check: error: unrecognized arguments: --no-such-flag" in result.stderr
-    result = pyfrcnn("--debug", "detect", "--net", "n", "--weights", "w", "--device", "gpu0",
-                     "x.jpg", cwd=tmp_path)
-    assert result.returncode == 2
-    assert "pyfrcnn detect: error: argument --device: 'gpu0' is not a device" in result.stderr
-    result = pyfrcnn("solve", "s.yaml", "--set", "oops", cwd=tmp_path)
-    assert result.returncode == 2 and "pyfrcnn solve: error: argument --set: 'oops'" in result.stderr
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--debug", "detect", "--net", "n", "--weights", "w", "--device", "gpu0", "x.jpg"],
+     "pyfrcnn detect: error: argument --device: 'gpu0' is not a device"),
+    (["solve", "s.yaml", "--set", "oops"], "pyfrcnn solve: error: argument --set: 'oops'"),
+    (["solve", "s.yaml", "--gpu", "0", "--device", "cpu"],
+     "pyfrcnn solve: error: argument --device: not allowed with argument --gpu"),
+])
+def test_usage_errors_name_the_command(argv, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(argv)
+    assert e.value.code == 2 and message in capsys.readouterr().err
 
 
 def test_debug_and_quiet_before_or_after_the_command():
