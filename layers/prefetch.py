@@ -5,7 +5,8 @@
     value = slot.result()           # work(slot.task), or its exception re-raised
     prefetcher.close()
 
-`plan()` runs in the consumer's thread and says what comes next (for a data
+`init()`, if given, runs first in each worker thread (the data layer limits
+torch to one thread there). `plan()` runs in the consumer's thread and says what comes next (for a data
 layer: which image, at which scale), so the sequence never depends on the
 number of workers or on their timing: results come back in plan order. At
 most `depth` planned tasks are outstanding (queued, running or done but not
@@ -56,7 +57,9 @@ class Slot:
         return self._value
 
 
-def _work_loop(tasks, work):
+def _work_loop(tasks, work, init):
+    if init is not None:
+        init()
     while True:
         slot = tasks.get()
         if slot is None:
@@ -78,7 +81,7 @@ def _shutdown(tasks, threads):
 
 
 class Prefetcher:
-    def __init__(self, plan, work, workers=2, depth=4, name="prefetch"):
+    def __init__(self, plan, work, workers=2, depth=4, name="prefetch", init=None):
         if workers < 0 or depth < 1:
             raise ValueError(f"Prefetcher needs workers >= 0 and depth >= 1, got {workers}, {depth}")
         self.plan = plan
@@ -86,7 +89,7 @@ class Prefetcher:
         self.depth = int(depth)
         self._pending = collections.deque()
         self._tasks = queue.Queue()
-        self._threads = [threading.Thread(target=_work_loop, args=(self._tasks, work),
+        self._threads = [threading.Thread(target=_work_loop, args=(self._tasks, work, init),
                                           name=f"{name}-{k}", daemon=True)
                          for k in range(int(workers))]
         for thread in self._threads:

@@ -21,6 +21,7 @@ import torch
 from . import registry
 from .errors import NetError, WeightsError, did_you_mean, format_shape  # noqa: F401 (re-exported)
 from .files import WEIGHTS_FORMAT, atomic_torch_save  # noqa: F401 (re-exported)
+from .fusion import find_chains
 from .io import NetDef, phase_name, read_net
 
 log = logging.getLogger(__name__)
@@ -52,10 +53,12 @@ class Net(torch.nn.Module):
     `config` is the run's configuration, handed to every layer as `layer.config`.
     `input_shapes` ({blob: shape}) overrides the shapes of Input layer tops and
     fixes those of data layers' tops (within what the layer declares).
+    `fuse` runs in-place BatchNorm -> Scale (-> ReLU) chains as one op
+    (pyfrcnn.fusion); False runs every layer on its own.
     """
 
     def __init__(self, source, phase="TRAIN", stages=(), level=0, config=None,
-                 input_shapes=None, check_shapes=True):
+                 input_shapes=None, check_shapes=True, fuse=True):
         super().__init__()
         netdef = source if isinstance(source, NetDef) else read_net(source, phase, stages, level)
         self.netdef = netdef
@@ -74,6 +77,7 @@ class Net(torch.nn.Module):
         self._propagate = []
         self._shared = {}  # ParamSpec.name -> (Parameter, owner layer, blob index)
         self._build(dict(input_shapes or {}))
+        self._chains = find_chains(self) if fuse else {}
 
     # -- building ------------------------------------------------------
     def _build(self, input_shapes):
@@ -176,8 +180,18 @@ class Net(torch.nn.Module):
                            f"which are not inputs (inputs: {', '.join(self.input_blobs) or 'none'})")
         blobs = {}
         loss = None
-        for layer, bottoms, tops, propagate, shapes in zip(
-                self.layers, self.bottom_names, self.top_names, self._propagate, self.top_shapes):
+        chains, index, n = self._chains, 0, len(self.layers)
+        while index < n:
+            layer, bottoms = self.layers[index], self.bottom_names[index]
+            chain = chains.get(index)
+            if chain is not None:  # a fused in-place chain: one blob in, the same blob out
+                run, index = chain
+                blobs[bottoms[0]] = run(blobs[bottoms[0]])
+                index += 1
+                continue
+            tops, propagate = self.top_names[index], self._propagate[index]
+            shapes = self.top_shapes[index]
+            index += 1
             if layer.type == "Input":
                 outputs = [inputs[t] for t in tops]
             else:

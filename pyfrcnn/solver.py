@@ -130,7 +130,7 @@ class Solver:
 
     def build_net(self):
         c = self.config
-        net = Net(c.train_net, "TRAIN", config=self.run_config).to(self.device)
+        net = Net(c.train_net, "TRAIN", config=self.run_config, fuse=c.fuse_layers).to(self.device)
         if net.input_blobs:
             raise ConfigError(f"{c.train_net}: the train net takes input blob(s) "
                               f"{', '.join(net.input_blobs)}; a solver needs data layers")

@@ -61,6 +61,10 @@ SOLVER_KEYS = [
     Key("clip_gradients", "float", -1.0, "scale gradients down to this global L2 norm "
         "(negative: no clipping)"),
     Key("iter_size", "int", 1, "forward/backward passes accumulated per step"),
+    Key("single_tensor_updates", "bool", False, "update parameter by parameter instead of in "
+        "multi-tensor groups (the same arithmetic; for checking)"),
+    Key("fuse_layers", "bool", True, "run in-place BatchNorm -> Scale (-> ReLU) chains as one "
+        "fused op (false: layer by layer, as Caffe)"),
     Key("average_loss", "int", 1, "the displayed loss is the mean over this many steps"),
     Key("display", "int", 0, "log every this many steps (0: never)"),
     Key("snapshot", "int", 0, "snapshot every this many steps (0: only at the end and on signals)"),

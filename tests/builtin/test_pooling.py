@@ -178,3 +178,34 @@ def test_gradcheck(method, params, seed):
     torch.manual_seed(seed)
     net = one_layer_net("Pooling", f"pooling_param {{ pool: {method} {params} }}", x=(1, 2, 4, 5))
     assert gradcheck_net(net, x=distinct_values(1, 2, 4, 5, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("h, w, params, kernel, stride, pad, ceil", CASES)
+def test_max_fast_path_equals_caffe_and_the_padded_path(h, w, params, kernel, stride, pad, ceil,
+                                                        monkeypatch):
+    """One-top MAX pooling takes max_pool2d's own padding where its windows are
+    Caffe's: the same maxima as Caffe's loops, and bit for bit the padded path's
+    values and gradients, ties included (values on a coarse grid)."""
+    net = one_layer_net("Pooling", f"pooling_param {{ pool: MAX {params} }}", x=(2, 3, h, w))
+    layer = net.layer_dict["layer"]
+    torch.manual_seed(0)
+    x = torch.randint(-3, 4, (2, 3, h, w)).float()  # many ties
+    expected, _ = caffe_pool(x.double().numpy(), kernel, stride, pad, "MAX", ceil)
+    runs = []
+    for fast in (True, False):
+        if not fast:
+            monkeypatch.setattr(layer, "_torch_windows", lambda *a: False)
+        leaf = x.clone().requires_grad_()
+        out = net.forward(x=leaf)["out"]
+        out.backward(torch.arange(out.numel(), dtype=torch.float32).view(out.shape))
+        runs.append((out.detach(), leaf.grad))
+    np.testing.assert_allclose(runs[0][0].numpy(), expected, rtol=0, atol=0)
+    assert torch.equal(runs[0][0], runs[1][0]) and torch.equal(runs[0][1], runs[1][1])
+
+
+def test_the_fast_net_poolings_take_the_fast_path():
+    net = one_layer_net("Pooling", "pooling_param { pool: MAX kernel_size: 2 stride: 2 }",
+                        x=(1, 24, 160, 214))
+    layer = net.layer_dict["layer"]
+    assert layer._torch_windows(160, 214, *net.blob_shapes["out"][2:])
+    assert layer._torch_windows(20, 27, 10, 14)

@@ -189,3 +189,34 @@ def test_history_state_round_trip():
     assert torch.equal(fresh.history["fc/0"][1], updater.history["fc/0"][1])
     with pytest.raises(Exception, match="no Adam history for fc/1"):
         fresh.load_state_dict({"fc/0": state["fc/0"]})
+
+
+@pytest.mark.parametrize("solver_type", ["SGD", "Adam"])
+@pytest.mark.parametrize("regularization", ["L2", "L1"])
+def test_multi_tensor_update_equals_plain_bit_for_bit(solver_type, regularization):
+    """The grouped foreach update against the parameter-by-parameter one, over
+    parameters of several shapes and (lr_mult, decay_mult) groups."""
+    torch.manual_seed(0)
+    shapes = [(4, 3, 3, 3), (4,), (7, 5), (7,), (2, 2), (3,)]
+    mults = [(1.0, 1.0), (2.0, 0.0), (1.0, 1.0), (2.0, 0.0), (0.1, 1.0), (0.1, 1.0)]
+    start = [torch.randn(s) for s in shapes]
+    grads = [[torch.randn(s) for s in shapes] for _ in range(5)]
+    results = []
+    for single in (True, False):
+        cfg = config(type=solver_type, regularization_type=regularization, iter_size=2,
+                     single_tensor_updates=single)
+        params = [torch.nn.Parameter(w.clone()) for w in start]
+        updater = make_updater([(p, lr, d, f"l{i}/0") for i, (p, (lr, d)) in
+                                enumerate(zip(params, mults))], cfg)
+        for step, gs in enumerate(grads):
+            for p, g in zip(params, gs):
+                p.grad = g.clone()
+            updater.apply(rate(step), step)
+        results.append(([p.detach().clone() for p in params],
+                        {k: [h.clone() for h in v] for k, v in updater.history.items()}))
+    (plain, plain_hist), (multi, multi_hist) = results
+    for a, b in zip(plain, multi):
+        assert torch.equal(a, b)
+    for name in plain_hist:
+        for a, b in zip(plain_hist[name], multi_hist[name]):
+            assert torch.equal(a, b)

@@ -172,3 +172,47 @@ def test_images_without_objects(tmp_path):
         build(open_voc(folder, "train")).forward()
     out = build(open_voc(folder, "train"), skip_empty=False).forward()   # background only
     assert out["gt_boxes"].shape == (0, 5) and out["gt_ishard"].shape == (0,)
+
+
+def test_loader_threads_run_torch_on_one_thread_at_low_priority(voc, monkeypatch):
+    """Loader threads must not start a second OpenMP team beside the net's, nor
+    change the calling thread's torch threads."""
+    import layers.roi_data as roi_data
+
+    seen = []
+    inner = roi_data.load_sample
+
+    def spy(*args):
+        seen.append(torch.get_num_threads())
+        return inner(*args)
+
+    monkeypatch.setattr(roi_data, "load_sample", spy)
+    threads = torch.get_num_threads()
+    net = build(open_voc(voc, "train"), workers=2)
+    for _ in range(4):
+        net.forward()
+    net.layers[0].close()
+    assert seen and all(n == 1 for n in seen)
+    assert torch.get_num_threads() == threads
+
+
+def test_loader_thread_init_lowers_only_its_own_priority():
+    import threading
+
+    from layers.roi_data import loader_thread_init
+
+    if not hasattr(threading, "get_native_id") or not hasattr(os, "getpriority"):
+        pytest.skip("per-thread priorities are a Linux feature")
+    before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    result = {}
+
+    def run():
+        loader_thread_init()
+        result["nice"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        result["threads"] = torch.get_num_threads()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    assert result == {"nice": 19, "threads": 1}
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == before
