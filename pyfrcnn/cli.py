@@ -100,6 +100,7 @@ def main(argv=None):
             raise
         print(f"pyfrcnn {args.command}: error: {e}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(f"pyfrcnn {args.command}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:  # a command may say how to go on (solve: the resume command)
+        note = f"; {e}" if str(e) else ""
+        print(f"pyfrcnn {args.command}: interrupted{note}", file=sys.stderr)
         return 130

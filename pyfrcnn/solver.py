@@ -496,9 +496,9 @@ def run_solve(args):
         if solver.stopped_early and run.is_main and run.resume_hint():
             log.info("%s", run.resume_hint())
         return status
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # a second Ctrl-C: the command line prints one line with the hint
         if run is not None and run.is_main and run.resume_hint():
-            print(f"pyfrcnn solve: interrupted; {run.resume_hint()}", file=sys.stderr)
+            raise KeyboardInterrupt(run.resume_hint()) from None
         raise
     except PyfrcnnError as e:
         if getattr(args, "debug", False):

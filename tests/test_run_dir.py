@@ -222,3 +222,15 @@ def test_run_lock_in_process(tmp_path):
             RunLock(str(tmp_path)).acquire("second")
     assert not (tmp_path / LOCK_NAME).exists()
     RunLock(str(tmp_path)).acquire("third").release()
+
+
+def test_a_second_ctrl_c_is_one_line_with_the_resume_command(monkeypatch, capsys):
+    import pyfrcnn.solver
+
+    def interrupted(args):
+        raise KeyboardInterrupt("resume with: pyfrcnn solve s.yaml --resume auto")
+
+    monkeypatch.setattr(pyfrcnn.solver, "run_solve", interrupted)
+    assert cli.main(["solve", "s.yaml"]) == 130
+    assert capsys.readouterr().err == \
+        "pyfrcnn solve: interrupted; resume with: pyfrcnn solve s.yaml --resume auto\n"
