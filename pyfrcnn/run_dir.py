@@ -31,7 +31,7 @@ import sys
 from .errors import ConfigError
 
 LOCK_NAME = "pyfrcnn.lock"
-RUN_FILES = ("train.log", "metrics.jsonl", "solver.yaml")
+RUN_FILES = ("train.log", "metrics.jsonl", "solver.yaml", "solver.resolved.yaml")
 RUN_FOLDERS = ("tensorboard",)
 SNAPSHOT_RE = re.compile(r"^(?P<prefix>.+)_iter_(?P<step>\d+)\.(?P<kind>weights|solverstate)$")
 
@@ -102,6 +102,8 @@ def remove_run_files(folder, with_snapshots=True):
     removed = []
     for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else ():
         path = os.path.join(folder, name)
+        if name == "solver.yaml" and not _ours(path):
+            continue  # a user's own solver file that happens to live in the run folder
         if name in RUN_FILES or (with_snapshots and SNAPSHOT_RE.match(name)) or \
                 re.match(r".+_iter_\d+\.(weights|solverstate)\.tmp\d+$", name):
             os.remove(path)
@@ -362,12 +364,27 @@ def _listed(value):
     return value
 
 
+RESOLVED_HEADER = "# The solver of this run:"
+
+
+def _ours(path):
+    """True when `path` is a solver.yaml this module wrote (its first line says so)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.readline().startswith(RESOLVED_HEADER)
+    except OSError:
+        return False
+
+
 def write_resolved_solver(folder, config):
-    """<folder>/solver.yaml: every solver key and section as this run uses them."""
+    """<folder>/solver.yaml: every solver key and section as this run uses them
+    (solver.resolved.yaml when a solver.yaml of the user's own lives there)."""
     import yaml
 
     path = os.path.join(folder, "solver.yaml")
-    text = (f"# The solver of this run: {config.path} with its overrides, every key resolved\n"
+    if os.path.exists(path) and not _ours(path):
+        path = os.path.join(folder, "solver.resolved.yaml")
+    text = (f"{RESOLVED_HEADER} {config.path} with its overrides, every key resolved\n"
             + yaml.safe_dump(_listed(config.to_dict()), sort_keys=False, default_flow_style=None))
     with open(path, "w", encoding="utf-8") as f:
         f.write(text)

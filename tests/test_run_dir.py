@@ -234,3 +234,17 @@ def test_a_second_ctrl_c_is_one_line_with_the_resume_command(monkeypatch, capsys
     assert cli.main(["solve", "s.yaml"]) == 130
     assert capsys.readouterr().err == \
         "pyfrcnn solve: interrupted; resume with: pyfrcnn solve s.yaml --resume auto\n"
+
+
+def test_a_solver_file_in_its_own_run_folder_is_never_touched(tmp_path, monkeypatch, capsys):
+    write_run(str(tmp_path), SOLVER + "snapshot_prefix: snap\n")  # the run folder is tmp_path
+    monkeypatch.chdir(tmp_path)
+    mine = (tmp_path / "solver.yaml").read_text()
+    (tmp_path / "train.log").write_text("a failed start\n")  # leftovers are replaced ...
+    status, err = solve(capsys, "--set", "max_iter=1")
+    assert status == 0, err
+    assert (tmp_path / "solver.yaml").read_text() == mine  # ... but not the user's solver file
+    assert load_solver(str(tmp_path / "solver.resolved.yaml")).max_iter == 1
+    status, err = solve(capsys, "--force", "--set", "max_iter=1")
+    assert status == 0, err
+    assert (tmp_path / "solver.yaml").read_text() == mine
