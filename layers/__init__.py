@@ -34,6 +34,7 @@ def _add_data_arguments(parser):
                            description="lint a dataset: images, objects per class, boxes clipped "
                                        "or dropped, files that failed and why")
     data_check.add_arguments(check)
+    check.set_defaults(_parser=check)  # usage errors name `pyfrcnn data check`
 
 
 def _run_data(args):

@@ -130,6 +130,8 @@ class Solver(_solver.Solver):
             return super().solve(resume=resume)
         self.run.open()
         try:
+            for note in self.run.notes:
+                _solver.log.warning("%s", note)
             if self.run.is_main:
                 write_resolved_solver(self.run.path, self.config)
             return super().solve(resume=resume or self.run.resume)

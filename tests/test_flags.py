@@ -71,6 +71,8 @@ def test_a_usage_error_names_the_command_through_the_entry_point(tmp_path):
     (["--debug", "detect", "--net", "n", "--weights", "w", "--device", "gpu0", "x.jpg"],
      "pyfrcnn detect: error: argument --device: 'gpu0' is not a device"),
     (["solve", "s.yaml", "--set", "oops"], "pyfrcnn solve: error: argument --set: 'oops'"),
+    (["data", "check", "voc_2007_test", "--bogus"],
+     "pyfrcnn data check: error: unrecognized arguments: --bogus"),
     (["solve", "s.yaml", "--gpu", "0", "--device", "cpu"],
      "pyfrcnn solve: error: argument --device: not allowed with argument --gpu"),
 ])
