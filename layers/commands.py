@@ -18,8 +18,6 @@ import re
 import sys
 import time
 
-import torch
-
 from pyfrcnn.arguments import device_from_args
 from pyfrcnn.errors import ConfigError, DataError, PyfrcnnError
 

@@ -14,7 +14,6 @@ layers read; the layer set is fixed when the net is built.
 
 import collections
 import logging
-import os
 
 import torch
 
