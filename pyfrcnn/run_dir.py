@@ -280,15 +280,51 @@ def write_resolved_solver(folder, config):
     return path
 
 
+def _changed(value, default):
+    """The parts of `value` that differ from `default` (mappings compared key by key)."""
+    if isinstance(value, dict) and isinstance(default, dict):
+        out = {}
+        for key, item in value.items():
+            if key not in default:
+                out[key] = item
+            else:
+                diff = _changed(item, default[key])
+                if diff is not _SAME:
+                    out[key] = diff
+        return out or _SAME
+    return _SAME if value == default else value
+
+
+_SAME = object()
+
+
+def set_values(config):
+    """The settings that differ from the defaults, as Caffe prints only the
+    fields a SolverParameter sets (solver.yaml holds every value)."""
+    from . import registry
+    from .solver_config import SOLVER_KEYS, plain
+
+    values = _listed(config.to_dict())
+    defaults = {k.name: _listed(plain(k.default)) for k in SOLVER_KEYS}
+    for name, validate in registry.config_sections().items():
+        try:
+            defaults[name] = _listed(plain(validate({}, name)))
+        except Exception:  # a section without defaults: shown whole
+            pass
+    changed = _changed(values, defaults)
+    return {} if changed is _SAME else changed
+
+
 def banner(config, device, command=""):
-    """The lines a run's log opens with: versions, device, threads, the settings."""
+    """The lines a run's log opens with: versions, device, threads, the settings
+    that differ from the defaults."""
     import yaml
     import torch
 
     from . import __version__
 
-    settings = yaml.safe_dump(_listed(config.to_dict()), sort_keys=False,
-                              default_flow_style=None).rstrip()
+    settings = yaml.safe_dump(set_values(config), sort_keys=False,
+                              default_flow_style=False).rstrip()
     cuda = ""
     if device.type == "cuda":
         cuda = f" ({torch.cuda.get_device_name(device)}, CUDA {torch.version.cuda})"

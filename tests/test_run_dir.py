@@ -163,6 +163,7 @@ def test_solver_yaml_and_banner(run_folder, capsys):
                              "--set base_lr=0.5")
     assert lines[2].endswith("] Initializing solver from parameters:")
     assert "  base_lr: 0.5" in lines and "  max_iter: 2" in lines
+    assert not any(line.startswith("  momentum:") for line in lines)  # a default: not shown
     assert not (run / LOCK_NAME).exists()  # released on exit
 
 
