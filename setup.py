@@ -16,11 +16,15 @@ setup(
         "protobuf>=7.35.1",  # the version that generated pyfrcnn/proto/pyfrcnn_pb2.py
         "pyyaml>=5.4",
         "pillow>=9.0",
+        "tqdm>=4.60",  # the progress bars of solve, test, data check
     ],
+    # What the code uses when it is installed (README, "Optional extras"):
     extras_require={
-        "cuda": ["cupy>=12"],
-        "coco": ["pycocotools>=2.0"],
-        "plot": ["matplotlib>=3.5"],
+        "cuda": ["cupy>=12"],                 # RoI pooling and NMS kernels on the GPU
+        "coco": ["pycocotools>=2.0"],         # COCO datasets and the COCO metric
+        "plot": ["matplotlib>=3.5"],          # pyfrcnn plot
+        "tensorboard": ["tensorboard>=2.10"],  # TensorBoard scalars in the run folder
+        "all": ["cupy>=12", "pycocotools>=2.0", "matplotlib>=3.5", "tensorboard>=2.10"],
         # `pyfrcnn export --onnx` and running its outputs (OpenCV < 5 reads Caffe nets)
         "export": ["onnx>=1.16", "onnxruntime>=1.17", "opencv-python-headless>=4.5,<5"],
         "dev": ["pytest>=7", "grpcio-tools==1.85.1", "opencv-python-headless>=4.5,<5"],

@@ -4,7 +4,8 @@
 Importing this package registers py-faster-rcnn's Python module names as
 aliases of ours (so its prototxts build unmodified), the `detection` and
 `data` sections of solver files, the `test`, `eval`, `detect` and `data`
-commands, and the RPN's and RoI head's fg / bg accuracy in the training display.
+commands, `pyfrcnn.Detector`, and the RPN's and RoI head's fg / bg accuracy in the
+training display.
 """
 
 from pyfrcnn import hooks, registry
@@ -34,6 +35,7 @@ def _add_data_arguments(parser):
                            description="lint a dataset: images, objects per class, boxes clipped "
                                        "or dropped, files that failed and why")
     data_check.add_arguments(check)
+    check.set_defaults(_parser=check)  # usage errors name `pyfrcnn data check`
 
 
 def _run_data(args):
@@ -87,3 +89,12 @@ def _step_stats_factory(solver):
 
 
 hooks.register_step_stats(_step_stats_factory)
+
+
+def _detector():
+    from .detector import Detector
+
+    return Detector
+
+
+registry.register_export("Detector", _detector)

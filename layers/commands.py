@@ -10,6 +10,7 @@ defaults, with `--set detection.TEST.NMS=0.4`-style overrides on top. Each
 command's `run_*` returns the exit status.
 """
 
+import glob
 import json
 import logging
 import os
@@ -17,8 +18,7 @@ import re
 import sys
 import time
 
-import torch
-
+from pyfrcnn.arguments import device_from_args
 from pyfrcnn.errors import ConfigError, DataError, PyfrcnnError
 
 log = logging.getLogger(__name__)
@@ -30,20 +30,21 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 # -- shared ---------------------------------------------------------------------
 
 def _add_net_arguments(parser):
+    from pyfrcnn.arguments import add_device_argument, add_set_argument
+
     parser.add_argument("--net", required=True, help="the test net's prototxt")
     parser.add_argument("--weights", required=True, help="a weights file (pyfrcnn format)")
-    parser.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[],
-                        metavar="detection.KEY=VALUE",
-                        help="override a detection setting, e.g. detection.TEST.NMS=0.4")
-    parser.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
+    add_set_argument(parser, "detection.TEST.NMS=0.4", "a detection setting")
+    add_device_argument(parser)
 
 
 def _add_data_arguments(parser):
+    from pyfrcnn.arguments import add_data_root_argument
+
     parser.add_argument("--data", required=True, metavar="SPEC",
                         help="the dataset: voc_2007_test, voc:<folder>:<set>, "
                         "coco:<json>:<images>, shapes:test, ...")
-    parser.add_argument("--data-root", default="data",
-                        help="where py-faster-rcnn dataset names live (default: data)")
+    add_data_root_argument(parser)
     parser.add_argument("--cache-dir", help="parsed annotations (default: <data-root>/cache)")
 
 
@@ -69,20 +70,12 @@ def detection_config(meta, overrides=()):
     return DetectionConfig.from_dict(values)
 
 
-def _device(name):
-    try:
-        device = torch.device(name)
-    except RuntimeError as e:
-        raise ConfigError(f"--device {name}: {e}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {name}: no CUDA device is available")
-    return device
-
-
-def load_test_net(net_path, weights_path, overrides=(), device="cpu"):
+def load_test_net(net_path, weights_path, overrides=(), device="auto"):
     """(net, detection config, weights meta, bbox_pred stats or None): the test
-    net built for any image size, with every weight of the file."""
+    net built for any image size, with every weight of the file, on `device`
+    (auto: cuda when available)."""
     from layers.inference import bbox_pred_stats
+    from pyfrcnn.arguments import resolve_device
     from pyfrcnn.net import Net, load_weights_file
 
     layers, meta = load_weights_file(weights_path, with_meta=True)
@@ -91,7 +84,7 @@ def load_test_net(net_path, weights_path, overrides=(), device="cpu"):
               input_shapes={"data": (1, 3, None, None)})
     net.load(layers, strict=True)
     net.eval()
-    net.to(_device(device))
+    net.to(resolve_device(device))
     return net, cfg, meta, bbox_pred_stats(meta)
 
 
@@ -109,28 +102,44 @@ def _strip_background(names):
 
 
 class Progress:
-    """'im_detect: 12/4952 0.231s 0.004s' on one rewritten line (a terminal) or
-    every 5% (a log), with py-faster-rcnn's average detect and post-processing times."""
+    """py-faster-rcnn's 'im_detect: 12/4952 0.231s 0.004s' (the average detect
+    and post-processing times): under a tqdm bar in a terminal (pyfrcnn.progress),
+    every 5% as a line in a log or a pipe."""
 
-    def __init__(self, total, stream=None, quiet=False):
-        self.total, self.quiet = total, quiet
+    def __init__(self, total, stream=None, quiet=False, desc="im_detect"):
+        from pyfrcnn import progress
+
+        self.total, self.quiet, self.desc = total, quiet, desc
         self.stream = stream or sys.stderr
-        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.bar = progress.progress(total, desc, "im", stream=self.stream,
+                                     enabled=not quiet)
+        self.lines = isinstance(self.bar, progress.NullBar)
         self.every = max(1, total // 20)
         self.start = time.monotonic()
 
     def update(self, done, detect_time, misc_time):
         if self.quiet:
             return
-        elapsed = time.monotonic() - self.start
-        eta = elapsed / done * (self.total - done)
-        line = (f"im_detect: {done}/{self.total} {detect_time:.3f}s {misc_time:.3f}s "
-                f"(eta {int(eta // 60)}:{int(eta % 60):02d})")
-        if self.tty:
-            self.stream.write("\r" + line + ("\n" if done == self.total else ""))
-        elif done % self.every == 0 or done == self.total:
-            self.stream.write(line + "\n")
-        self.stream.flush()
+        if not self.lines:
+            self.bar.update(done - self.bar.n)
+            if done == self.total:
+                self.bar.close()
+            return
+        if done % self.every == 0 or done == self.total:
+            elapsed = time.monotonic() - self.start
+            eta = elapsed / done * (self.total - done)
+            self.stream.write(f"{self.desc}: {done}/{self.total} {detect_time:.3f}s "
+                              f"{misc_time:.3f}s (eta {int(eta // 60)}:{int(eta % 60):02d})\n")
+            self.stream.flush()
+
+    def close(self):
+        self.bar.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 def _safe_name(text):
@@ -186,12 +195,9 @@ def run_test(args):
     from layers.datasets import open_dataset
     from layers.evaluation import default_metric, evaluate, result_to_json
     from layers.evaluation.detections import write_detections, write_voc_results
-    from layers.evaluation.draw import draw_detections
-    from layers.image import load_image
-    from layers.inference import im_detect, postprocess_detections, to_records
 
     net, cfg, meta, bbox_stats = load_test_net(args.net, args.weights, args.overrides,
-                                               args.device)
+                                               device_from_args(args))
     dataset = open_dataset(args.data, root=args.data_root, cache_dir=args.cache_dir,
                            shapes=trained_shapes_settings(meta))
     classes = list(dataset.classes)
@@ -211,7 +217,27 @@ def run_test(args):
           f"(scales {list(cfg.TEST.SCALES)}, NMS {cfg.TEST.NMS}, score > {cfg.TEST.SCORE_THRESH}, "
           f"at most {cfg.TEST.MAX_PER_IMAGE} per image)", file=sys.stderr)
 
-    progress = Progress(count, quiet=getattr(args, "quiet", False))
+    with Progress(count, quiet=getattr(args, "quiet", False)) as progress:
+        records = _detect_all(args, net, cfg, bbox_stats, dataset, classes, count, out,
+                              progress)
+    write_detections(os.path.join(out, "detections.json"), records)
+    write_voc_results(out, records, classes, image_set=getattr(dataset, "image_set", "test"))
+    annotations = [dataset.annotation(i) for i in range(count)]
+    result = evaluate(records, annotations, classes, metric, as_voc_results=True,
+                      coco_annotation_file=getattr(dataset, "annotation_file", None))
+    _print_result(result)
+    _write_json(os.path.join(out, "metrics.json"), result_to_json(result))
+    print(f"wrote {len(records)} detections, the VOC results files and metrics.json to {out}",
+          file=sys.stderr)
+    return 0
+
+
+def _detect_all(args, net, cfg, bbox_stats, dataset, classes, count, out, progress):
+    """The detection records of the first `count` images (and the --vis drawings)."""
+    from layers.evaluation.draw import draw_detections
+    from layers.image import load_image
+    from layers.inference import im_detect, postprocess_detections, to_records
+
     records, detect_time, misc_time = [], 0.0, 0.0
     for i in range(count):
         im = load_image(dataset.image_path(i))
@@ -233,17 +259,7 @@ def run_test(args):
             os.makedirs(os.path.dirname(path), exist_ok=True)
             draw_detections(im, shown, index).save(path, quality=90)
         progress.update(i + 1, detect_time / (i + 1), misc_time / (i + 1))
-
-    write_detections(os.path.join(out, "detections.json"), records)
-    write_voc_results(out, records, classes, image_set=getattr(dataset, "image_set", "test"))
-    annotations = [dataset.annotation(i) for i in range(count)]
-    result = evaluate(records, annotations, classes, metric, as_voc_results=True,
-                      coco_annotation_file=getattr(dataset, "annotation_file", None))
-    _print_result(result)
-    _write_json(os.path.join(out, "metrics.json"), result_to_json(result))
-    print(f"wrote {len(records)} detections, the VOC results files and metrics.json to {out}",
-          file=sys.stderr)
-    return 0
+    return records
 
 
 def _check_classes(net, meta, classes, dataset_name):
@@ -292,17 +308,45 @@ def run_eval(args):
 # -- detect ---------------------------------------------------------------------
 
 def add_detect_arguments(parser):
-    parser.add_argument("images", nargs="+", metavar="IMAGE",
-                        help="image files (any format Pillow reads)")
+    parser.add_argument("images", nargs="*", metavar="IMAGE",
+                        help="image files, folders (their images) or globs ('photos/*.jpg')")
     _add_net_arguments(parser)
     parser.add_argument("--classes", nargs="+", metavar="NAME",
                         help="class names, background excluded (default: the weights' meta, "
-                        "else class_1 ...); put the images first or end the names with --")
+                        "else class_1 ...); as many as the net scores, so images may follow")
     parser.add_argument("--thresh", type=float, default=0.8,
                         help="the lowest score kept (default 0.8)")
     parser.add_argument("--out", default="detections",
                         help="where the JSON files and annotated images go (default: detections)")
     return parser
+
+
+def split_classes_and_images(given, num_classes):
+    """(class names, images) of `--classes a b c IMAGE...`: the net scores
+    num_classes - 1 names; what follows them are images."""
+    names = [n for item in given or () for n in item.split(",") if n]
+    if names and names[0] == BACKGROUND:
+        names = names[1:]
+    return names[:num_classes - 1], names[num_classes - 1:]
+
+
+def expand_images(items):
+    """Image paths from files, folders (their images, sorted) and globs; an item
+    that names nothing is kept, so that loading it reports the error."""
+    paths = []
+    for item in items:
+        if os.path.isdir(item):
+            found = sorted(os.path.join(item, n) for n in os.listdir(item)
+                           if n.lower().endswith(IMAGE_SUFFIXES))
+            if not found:
+                log.warning("%s: a folder without images (%s)", item, ", ".join(IMAGE_SUFFIXES))
+            paths.extend(found)
+        elif glob.has_magic(item) and not os.path.exists(item):
+            found = sorted(p for p in glob.glob(item) if os.path.isfile(p))
+            paths.extend(found or [item])
+        else:
+            paths.append(item)
+    return paths
 
 
 def detect_class_names(given, meta, num_classes):
@@ -351,12 +395,18 @@ def run_detect(args):
     from layers.inference import detect
 
     net, cfg, meta, bbox_stats = load_test_net(args.net, args.weights, args.overrides,
-                                               args.device)
-    names = detect_class_names(args.classes, meta, net_num_classes(net))
+                                               device_from_args(args))
+    num_classes = net_num_classes(net)
+    given, more_images = split_classes_and_images(args.classes, num_classes)
+    names = detect_class_names(given, meta, num_classes)
+    images = expand_images(more_images + list(args.images))
+    if not images:
+        raise ConfigError("no image given (files, folders or globs after the options, or "
+                          "after the names of --classes)")
     classes = [BACKGROUND] + names
     os.makedirs(args.out, exist_ok=True)
     used, failed = set(), 0
-    for image_path in args.images:
+    for image_path in images:
         try:
             im = load_image(image_path)
         except DataError as e:
@@ -378,7 +428,7 @@ def run_detect(args):
         print(f"{image_path}: {len(found)} detection(s){': ' + summary + more if found else ''}"
               f" -> {json_path}, {image_out}")
     if failed:
-        print(f"pyfrcnn detect: {failed} of {len(args.images)} image(s) failed", file=sys.stderr)
+        print(f"pyfrcnn detect: {failed} of {len(images)} image(s) failed", file=sys.stderr)
     return 1 if failed else 0
 
 

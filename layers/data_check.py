@@ -16,6 +16,7 @@ import sys
 
 
 from pyfrcnn.errors import PyfrcnnError
+from pyfrcnn.progress import progress, quiet
 
 from .datasets import open_dataset
 from .image import load_image
@@ -109,19 +110,24 @@ def _check_images(dataset, workers):
     with Prefetcher(lambda: next(indices, None),
                     lambda i: None if i is None else _check_image(dataset, i),
                     workers=workers, depth=max(2 * workers, 1), name="data-check") as loader:
+        bar = progress(len(dataset), f"check {dataset.name}", "im", enabled=not quiet())
         for _ in range(len(dataset)):
             failure = loader.next().result()
+            bar.update(1)
             if failure is not None:
                 failures.append(failure)
+        bar.close()
     return failures
 
 
 def add_arguments(parser):
     parser.add_argument("spec", help="dataset spec: voc:<folder>:<set>, coco:<json>:<images>, "
                         "shapes:<split>, voc_2007_trainval, ...")
-    parser.add_argument("--root", default=None, help="folder of py-faster-rcnn named datasets "
-                        "(default: data)")
-    parser.add_argument("--cache-dir", default=None, help="annotation cache (default: <root>/cache)")
+    from pyfrcnn.arguments import add_data_root_argument
+
+    add_data_root_argument(parser, default=None)
+    parser.add_argument("--cache-dir", default=None,
+                        help="annotation cache (default: <data-root>/cache)")
     parser.add_argument("--no-images", action="store_true", help="check the annotations only")
     parser.add_argument("--workers", type=int, default=2, help="image loading threads")
     parser.add_argument("--max-lines", type=int, default=20, help="files listed per kind of problem")
@@ -130,7 +136,7 @@ def add_arguments(parser):
 def run(args):
     """Print the report; the exit status is 1 when a file failed."""
     try:
-        report = check_dataset(args.spec, root=args.root, cache_dir=args.cache_dir,
+        report = check_dataset(args.spec, root=args.data_root, cache_dir=args.cache_dir,
                                load_images=not args.no_images, workers=max(args.workers, 0))
     except PyfrcnnError as e:
         print(f"error: {e}", file=sys.stderr)

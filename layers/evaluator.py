@@ -13,6 +13,8 @@ import time
 
 import torch
 
+from pyfrcnn.progress import progress, quiet
+
 from .config import detection_config
 from .inference import im_detect, postprocess_detections, to_records
 
@@ -58,7 +60,8 @@ class DetectionEvaluator:
         limit = self.solver.config.test_iter
         count = min(limit, len(dataset)) if limit and limit > 0 else len(dataset)
         records, start = [], time.perf_counter()
-        with torch.no_grad():
+        with torch.no_grad(), progress(count, f"test {dataset.name}", "im",
+                                       enabled=not quiet()) as bar:
             for i in range(count):
                 im = load_image(dataset.image_path(i))
                 scores, boxes = im_detect(self.net, im, cfg, stats)
@@ -66,6 +69,7 @@ class DetectionEvaluator:
                                                     cfg.TEST.NMS, cfg.TEST.MAX_PER_IMAGE)
                 records.extend(to_records([d.cpu() for d in class_dets], classes,
                                           dataset.image_ids[i]))
+                bar.update(1)
         annotations = [dataset.annotation(i) for i in range(count)]
         result = evaluate(records, annotations, classes, "voc07", as_voc_results=True)
         log.info("tested %d images of %s in %.1f s", count, dataset.name,

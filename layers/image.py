@@ -32,13 +32,27 @@ import os
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from pyfrcnn.errors import DataError
 
 MAX_PIXELS = 40_000_000
 
 _SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+EXIF_ORIENTATION = 0x0112
+TURNED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
+
+
+def oriented_size(im):
+    """(width, height) of a PIL image once its EXIF orientation is applied."""
+    width, height = im.size
+    try:
+        turned = im.getexif().get(EXIF_ORIENTATION) in TURNED
+    except Exception:  # an unreadable EXIF block orients nothing
+        turned = False
+    return (height, width) if turned else (width, height)
 
 
 def load_image(path, max_pixels=MAX_PIXELS):
@@ -51,7 +65,7 @@ def load_image(path, max_pixels=MAX_PIXELS):
                 raise DataError(f"{path}: image is {width}x{height} pixels, more than the "
                                 f"{max_pixels} this loader accepts")
             im.load()
-            rgb = _to_rgb8(im, path)
+            rgb = _to_rgb8(ImageOps.exif_transpose(im), path)  # as a camera's viewer shows it
     except DataError:
         raise
     except FileNotFoundError:

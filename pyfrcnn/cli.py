@@ -2,48 +2,22 @@
 solve, plot) and those that plugins register (test, eval, detect, data, ...).
 
 Every command prints a one-line error and exits 1 on bad input; `--debug`
-shows the traceback instead.
+shows the traceback instead. `--debug` and `--quiet` go before or after the
+command's name; a usage error names the command. The options every command
+shares (--device/--gpu, --set, --data-root, the net options) are in
+pyfrcnn.arguments, re-exported here.
 """
 
 import argparse
 import logging
+import os
 import sys
 
 from . import __version__, registry
+from .arguments import (add_data_root_argument, add_device_argument, add_net_arguments,  # noqa: F401
+                        add_set_argument, build_net, device_from_args, parse_input_shapes,
+                        resolve_device)
 from .errors import PyfrcnnError
-
-
-def parse_input_shapes(items):
-    """['data=1,3,600,1000', 'im_info=1,3'] -> {'data': (1, 3, 600, 1000), ...}"""
-    shapes = {}
-    for item in items or ():
-        name, sep, dims = item.partition("=")
-        try:
-            if not sep or not name:
-                raise ValueError
-            shapes[name] = tuple(int(d) for d in dims.split(",") if d.strip())
-        except ValueError:
-            raise PyfrcnnError(f"--input-shape '{item}': expected NAME=D1,D2,... "
-                               "(e.g. data=1,3,600,1000)") from None
-    return shapes
-
-
-def add_net_arguments(parser, shapes=True):
-    parser.add_argument("net", help="the net's prototxt file")
-    parser.add_argument("--phase", default="TEST", type=str.upper, choices=("TRAIN", "TEST"),
-                        help="which layers to keep (include / exclude rules); default TEST")
-    parser.add_argument("--stage", action="append", default=[], help="a NetState stage (repeatable)")
-    parser.add_argument("--level", type=int, default=0, help="the NetState level")
-    if shapes:
-        parser.add_argument("--input-shape", nargs="+", default=[], metavar="BLOB=D1,D2,...",
-                            help="override Input shapes, e.g. data=1,3,600,1000 im_info=1,3")
-
-
-def build_net(args):
-    from .net import Net
-
-    return Net(args.net, phase=args.phase, stages=args.stage, level=args.level,
-               input_shapes=parse_input_shapes(getattr(args, "input_shape", None)))
 
 
 def _engine_commands():
@@ -65,20 +39,35 @@ def _engine_commands():
     }
 
 
+def _add_verbosity(parser, default):
+    parser.add_argument("--debug", action="store_true", default=default,
+                        help="show tracebacks and debug logs")
+    parser.add_argument("--quiet", "-q", action="store_true", default=default,
+                        help="only warnings and errors")
+
+
 def make_parser():
     parser = argparse.ArgumentParser(
         prog="pyfrcnn", description="Caffe-style Faster R-CNN on PyTorch.")
     parser.add_argument("--version", action="version", version=f"pyfrcnn {__version__}")
+    _add_verbosity(parser, False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands = dict(_engine_commands())
     commands.update(registry.commands())
     for name, (add_arguments, run, help_text) in commands.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
-        p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
-        p.add_argument("--quiet", "-q", action="store_true", help="only warnings and errors")
+        _add_verbosity(p, argparse.SUPPRESS)  # given here or before the command: either counts
         add_arguments(p)
-        p.set_defaults(_run=run)
+        p.set_defaults(_run=run, _parser=p)
     return parser
+
+
+def _current_folder_importable():
+    """python_param modules in the current folder import, as `python -m` and
+    Caffe users with '.' on PYTHONPATH expect; appended, so it shadows nothing."""
+    here = os.getcwd()
+    if not any(os.path.abspath(p or ".") == here for p in sys.path):
+        sys.path.append(here)
 
 
 def main(argv=None):
@@ -87,13 +76,21 @@ def main(argv=None):
     except PyfrcnnError as e:
         print(f"pyfrcnn: error: {e}", file=sys.stderr)
         return 1
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # argparse would blame `pyfrcnn`; the command's own parser names it
+        (getattr(args, "_parser", None) or parser).error(
+            f"unrecognized arguments: {' '.join(extra)}")
+    _current_folder_importable()
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
     level = logging.DEBUG if args.debug else logging.WARNING if args.quiet else logging.INFO
+    from . import progress
+
+    progress.QUIET = bool(args.quiet)
+
     logging.basicConfig(level=level, format="%(asctime)s %(levelname).1s %(name)s] %(message)s",
-                        datefmt="%H:%M:%S", stream=sys.stderr)
+                        datefmt="%H:%M:%S", handlers=[progress.ConsoleHandler(sys.stderr)])
     if not args.debug:
         logging.getLogger("pyfrcnn.net").setLevel(logging.WARNING)
     try:
@@ -103,6 +100,7 @@ def main(argv=None):
             raise
         print(f"pyfrcnn {args.command}: error: {e}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(f"pyfrcnn {args.command}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:  # a command may say how to go on (solve: the resume command)
+        note = f"; {e}" if str(e) else ""
+        print(f"pyfrcnn {args.command}: interrupted{note}", file=sys.stderr)
         return 130

@@ -51,3 +51,10 @@ def did_you_mean(name, choices):
     """' (did you mean 'x'?)' or an empty string."""
     match = closest(name, choices)
     return f" (did you mean '{match}'?)" if match else ""
+
+
+def format_shape(shape):
+    """A shape as messages and tables print it: 1x3x?x? (None: unknown), 'scalar'."""
+    if shape is None:
+        return "?"
+    return "x".join("?" if d is None else str(d) for d in shape) or "scalar"

@@ -24,6 +24,8 @@ import time
 
 import torch
 
+from . import progress
+
 log = logging.getLogger("pyfrcnn.solver")
 
 EVALUATORS = []
@@ -60,6 +62,11 @@ class CaffeLogFormatter(logging.Formatter):
         if record.exc_info:
             text += "\n" + self.formatException(record.exc_info)
         return prefix + text
+
+
+def console_handler(stream=None):
+    """The console's logging handler: lines go above a progress bar, never through it."""
+    return progress.ConsoleHandler(stream or sys.stderr)
 
 
 class HookBase:
@@ -154,16 +161,28 @@ class TestHook(HookBase):
 # -- display ---------------------------------------------------------------
 class DisplayHook(HookBase):
     """Every `display` steps, Caffe's lines: the smoothed loss, each scalar
-    output of the last pass (with its weighted loss), the rate, and the speed."""
+    output of the last pass (with its weighted loss), the rate, and the speed.
+
+    The speed is the time per step between two displays, test time left out;
+    the ETA uses a moving average of it (weight ETA_SMOOTHING for the latest
+    interval), so it neither starts with the set-up nor jumps between lines."""
+
+    ETA_SMOOTHING = 0.3
 
     def __init__(self):
         self.last_time = None
         self.last_step = None
         self.stats = []
+        self.excluded = 0.0
+        self.average = None
 
     def before_train(self, solver):
         self.last_time, self.last_step = time.time(), solver.step
         self.stats = [s for s in (factory(solver) for factory in STEP_STATS) if s is not None]
+
+    def write(self, record):
+        if record.get("kind") == "test":
+            self.excluded += record.get("seconds", 0.0)
 
     def after_step(self, solver):
         c, last = solver.config, solver.last
@@ -173,9 +192,12 @@ class DisplayHook(HookBase):
             return
         now = time.time()
         steps = max(solver.step - self.last_step, 1)
-        seconds_per_step = (now - self.last_time) / steps
-        self.last_time, self.last_step = now, solver.step
-        remaining = (c.max_iter - solver.step) * seconds_per_step
+        seconds_per_step = max(now - self.last_time - self.excluded, 0.0) / steps
+        self.last_time, self.last_step, self.excluded = now, solver.step, 0.0
+        a = self.ETA_SMOOTHING
+        self.average = seconds_per_step if self.average is None else \
+            a * seconds_per_step + (1 - a) * self.average
+        remaining = (c.max_iter - solver.step) * self.average
         eta = str(datetime.timedelta(seconds=int(remaining)))
         log.info("Iteration %d, loss = %s (%.3g s/iter, eta %s)", last.step,
                  fmt(solver.smoothed_loss), seconds_per_step, eta)
@@ -262,30 +284,26 @@ class TensorBoardHook(HookBase):
 
 
 class ProgressBar(HookBase):
-    """A tqdm bar with the ETA when stderr is a terminal and tqdm is installed."""
+    """A bar of steps with it/s, a smoothed ETA and the loss of the last display,
+    when stderr is a terminal and the console is not --quiet (pyfrcnn.progress).
+    Per step it adds 1 to a counter; the loss is read only at display steps,
+    where DisplayHook has it on the host already."""
 
     def __init__(self):
-        self.bar = None
+        self.bar = progress.NullBar()
 
     def before_train(self, solver):
-        if not sys.stderr.isatty():
-            return
-        try:
-            from tqdm import tqdm
-        except ImportError:
-            return
-        self.bar = tqdm(total=solver.config.max_iter, initial=solver.step, unit="step",
-                        dynamic_ncols=True, leave=False)
+        self.bar = progress.progress(solver.config.max_iter, "train", "step",
+                                     initial=solver.step, enabled=not progress.quiet())
 
     def after_step(self, solver):
-        if self.bar is not None:
-            self.bar.update(1)
-            if solver.config.display and solver.last.step % solver.config.display == 0:
-                self.bar.set_postfix(loss=f"{solver.smoothed_loss:.4g}")
+        self.bar.update(1)
+        display = solver.config.display
+        if display and solver.last.step % display == 0 and solver.losses:
+            self.bar.set_postfix(loss=f"{solver.smoothed_loss:.4g}")
 
     def after_train(self, solver):
-        if self.bar is not None:
-            self.bar.close()
+        self.bar.close()
 
 
 class PeriodicSnapshot(HookBase):

@@ -21,6 +21,10 @@ from .proto import pyfrcnn_pb2 as pb
 
 
 class Layer(torch.nn.Module):
+    """A layer type: subclasses declare their arity and fill in layer_setup,
+    reshape, forward (and backward only where autograd cannot); see the module
+    docstring for the life cycle."""
+
     # Arity: exact counts, or inclusive ranges (None: unbounded).
     num_bottoms = None
     min_bottoms = 0

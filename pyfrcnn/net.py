@@ -19,26 +19,17 @@ layers read; the layer set is fixed when the net is built.
 
 import collections
 import logging
-import os
 
 import torch
 
 from . import registry
-from .errors import NetError, WeightsError, did_you_mean
+from .errors import NetError, WeightsError, did_you_mean, format_shape  # noqa: F401 (re-exported)
+from .files import WEIGHTS_FORMAT, atomic_torch_save  # noqa: F401 (re-exported)
 from .fusion import find_chains
 from .inplace import inplace_warnings
 from .io import NetDef, phase_name, read_net
 
 log = logging.getLogger(__name__)
-
-WEIGHTS_FORMAT = "pyfrcnn-weights"
-
-
-def format_shape(shape):
-    if shape is None:
-        return "?"
-    return "x".join("?" if d is None else str(d) for d in shape) or "scalar"
-
 
 def shape_matches(actual, declared):
     if declared is None:
@@ -56,11 +47,27 @@ class _Step:
         self.is_input, self.detach, self.checks, self.losses = False, None, [], []
 
 
+def _given_shapes(layer, top_shapes, input_shapes, used):
+    """A data layer's top shapes with those `input_shapes` gives (each must fit
+    the layer's own, e.g. 1x3x600x1000 for 1x3x?x?)."""
+    shapes = list(top_shapes)
+    for i, top in enumerate(layer.param.top):
+        if top in input_shapes:
+            given = tuple(input_shapes[top])
+            if not shape_matches(given, shapes[i]):
+                raise layer.error(f"top '{top}' is {format_shape(shapes[i])}; the shape given "
+                                  f"for it, {format_shape(given)}, does not fit")
+            shapes[i] = given
+            used.add(top)
+    return shapes
+
+
 class Net(torch.nn.Module):
     """A net built from a prototxt path, prototxt text or NetDef.
 
     `config` is the run's configuration, handed to every layer as `layer.config`.
-    `input_shapes` ({blob: shape}) overrides the shapes of Input layer tops.
+    `input_shapes` ({blob: shape}) overrides the shapes of Input layer tops and
+    fixes those of data layers' tops (within what the layer declares).
     `fuse` runs in-place BatchNorm -> Scale (-> ReLU) chains as one op
     (pyfrcnn.fusion); False runs every layer on its own.
     """
@@ -90,6 +97,7 @@ class Net(torch.nn.Module):
     # -- building ------------------------------------------------------
     def _build(self, input_shapes):
         consumers = collections.Counter()
+        given_tops = set()
         for index, lp in enumerate(self.netdef.param.layer):
             where = self.netdef.where(index)
             if not lp.name:
@@ -116,6 +124,8 @@ class Net(torch.nn.Module):
             if lp.type == "Input":
                 layer.override_shapes = input_shapes
             top_shapes = layer.setup(bottom_shapes)
+            if not lp.bottom and lp.type != "Input":  # a data layer: its tops' given sizes
+                top_shapes = _given_shapes(layer, top_shapes, input_shapes, given_tops)
             if lp.type == "Input":
                 self.input_blobs.extend(lp.top)
             self._share_params(layer)
@@ -131,7 +141,7 @@ class Net(torch.nn.Module):
             self._propagate.append(list(lp.propagate_down) or [True] * len(lp.bottom))
             log.info("%s (%s) <- %s -> %s [%s]", lp.name, lp.type, ", ".join(lp.bottom) or "-",
                      ", ".join(lp.top) or "-", "; ".join(format_shape(s) for s in top_shapes))
-        extra = set(input_shapes) - set(self.input_blobs)
+        extra = set(input_shapes) - set(self.input_blobs) - given_tops
         if extra:
             raise NetError(f"{self.netdef.path}: input shape given for "
                            f"{', '.join(sorted(extra))}, which is not an input of the net "
@@ -340,28 +350,11 @@ class Net(torch.nn.Module):
                 self.layer_dict[name].restore_state(state)
 
 
-def atomic_torch_save(obj, path):
-    """torch.save to a temp file, fsync, rename: a crash leaves the old file whole."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def load_weights_file(path, with_meta=False):
     """{layer: [tensors]} from a weights file (and its meta dict): ours, a Caffe
     .caffemodel or torchvision's VGG16 state_dict, told apart by content; see
     pyfrcnn.weights for the mappings."""
-    from .weights import read_weights  # it imports this module
+    from .weights import read_weights  # lazily: reading weights needs the proto module
 
     layers, meta = read_weights(path)
     if with_meta:

@@ -23,6 +23,7 @@ _LAYERS = {}
 _MODULE_ALIASES = {}
 _COMMANDS = {}
 _CONFIG_SECTIONS = {}
+_EXPORTS = {}
 _plugins_loaded = False
 _plugins_lock = threading.Lock()
 
@@ -89,7 +90,8 @@ def python_layer_class(param, where=""):
     try:
         module = importlib.import_module(module_name)
     except ImportError as e:
-        raise RegistryError(f"{prefix}: cannot import module '{pp.module}': {e}") from None
+        raise RegistryError(f"{prefix}: cannot import module '{pp.module}': {e} (python_param "
+                            "modules import from the current folder, then PYTHONPATH)") from None
     except Exception as e:
         raise RegistryError(f"{prefix}: importing module '{pp.module}' failed: "
                             f"{type(e).__name__}: {e}") from None
@@ -143,3 +145,19 @@ def register_config_section(name, validate):
 def config_sections():
     load_plugins()
     return dict(_CONFIG_SECTIONS)
+
+
+def register_export(name, load):
+    """Let `pyfrcnn.<name>` be what load() returns (a plugin's public class,
+    e.g. the Faster R-CNN plugin's Detector), imported on first use."""
+    if name in _EXPORTS:
+        raise RegistryError(f"pyfrcnn.{name} is registered twice")
+    _EXPORTS[name] = load
+
+
+def export(name):
+    """The object a plugin registered as pyfrcnn.<name>; AttributeError if none."""
+    load_plugins()
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'pyfrcnn' has no attribute '{name}'")
+    return _EXPORTS[name]()

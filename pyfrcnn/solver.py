@@ -322,9 +322,9 @@ class Solver:
         meta = {name: plain(value) for name, value in self.config.sections.items()}
         meta.update(self.net.weights_meta())
         meta["solver"] = {"iter": self.step, "train_net": self.config.train_net}
-        log.info("Snapshotting to binary proto file %s", weights_path)
+        log.info("Snapshotting to weights file %s", weights_path)
         self.net.save(weights_path, meta=meta)
-        log.info("Snapshotting solver state to binary proto file %s", state_path)
+        log.info("Snapshotting solver state to %s", state_path)
         atomic_torch_save({
             "format": STATE_FORMAT, "version": 1, "iter": self.step, "type": self.config.type,
             "learned_net": os.path.basename(weights_path),
@@ -390,39 +390,33 @@ class Solver:
 
 # -- command line --------------------------------------------------------------
 def add_solve_arguments(parser):
-    parser.add_argument("solver", help="the solver file (YAML)")
+    from .arguments import add_device_argument, add_set_argument
+
+    parser.add_argument("solver", help="the solver file: YAML, or Caffe's solver.prototxt")
     start = parser.add_mutually_exclusive_group()
     start.add_argument("--weights", help="weights file(s) to start from, comma-separated "
                        "(replaces the solver file's `weights`)")
-    start.add_argument("--resume", metavar="SNAPSHOT",
-                       help="a .solverstate to continue from")
+    start.add_argument("--resume", metavar="auto|DIR|SNAPSHOT",
+                       help="continue a run: auto (the latest complete snapshot in the run "
+                       "folder), a run folder (its latest) or a .solverstate")
     parser.add_argument("--out", help="the run folder: metrics, logs and snapshots "
                         "(default: the folder of snapshot_prefix, else output/<solver name>)")
-    parser.add_argument("--device", help="cpu, cuda, cuda:N or auto (replaces `device`)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        metavar="KEY.PATH=VALUE", help="override a solver file value (YAML)")
+    parser.add_argument("--force", action="store_true", help="start over in a run folder that "
+                        "holds an earlier run, deleting its logs, metrics and snapshots")
+    parser.add_argument("--cfg", metavar="CFG.yml", help="a py-faster-rcnn cfg file "
+                        "(experiments/cfgs/*.yml) mapped onto the solver file's sections")
+    add_device_argument(parser, default="the solver file's `device`", what="training")
+    add_set_argument(parser)
     return parser
 
 
-def _run_folder(config, out):
-    """(run folder, snapshot prefix) as the options and the solver file give them."""
-    stem = os.path.splitext(os.path.basename(config.path))[0]
-    if out:
-        out = os.path.abspath(out)
-        return out, os.path.join(out, os.path.basename(config.snapshot_prefix or stem))
-    if config.snapshot_prefix:
-        return os.path.dirname(config.snapshot_prefix), config.snapshot_prefix
-    folder = os.path.join(os.getcwd(), "output", stem)
-    return folder, os.path.join(folder, stem)
-
-
-def _setup_logging(run_dir, is_main):
+def _setup_logging(run_dir, is_main, mode="a"):
     """A glog-style stderr handler when none is configured, and <run>/train.log
     at INFO whatever the console shows. Returns an undo function."""
     root = logging.getLogger()
     added, levels = [], [(root, root.level)]
     if not root.handlers:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = hooks.console_handler(sys.stderr)
         handler.setFormatter(hooks.CaffeLogFormatter())
         handler.setLevel(logging.INFO if is_main else logging.WARNING)
         added.append(handler)
@@ -434,7 +428,7 @@ def _setup_logging(run_dir, is_main):
             handler.setLevel(level if is_main else max(level, logging.WARNING))
     if is_main:
         os.makedirs(run_dir, exist_ok=True)
-        handler = logging.FileHandler(os.path.join(run_dir, "train.log"), encoding="utf-8")
+        handler = logging.FileHandler(os.path.join(run_dir, "train.log"), mode, encoding="utf-8")
         handler.setFormatter(hooks.CaffeLogFormatter())
         added.append(handler)
     for handler in added:
@@ -452,27 +446,64 @@ def _setup_logging(run_dir, is_main):
     return undo
 
 
+def _with_cfg(args):
+    """args with --cfg read: its --set strings, and --out / --device from its
+    EXP_DIR / GPU_ID where the command line gives none."""
+    from . import registry
+    from .cfg_file import read_cfg
+
+    overrides, out, device = read_cfg(args.cfg, registry.config_sections())
+    args = argparse.Namespace(**vars(args))
+    args.cfg_overrides = overrides
+    if out and not getattr(args, "out", None):
+        args.out = args.cfg_out = out  # the cfg's EXP_DIR: no --out in the resume command
+    if device and not getattr(args, "device", None) and getattr(args, "gpu", None) is None:
+        args.device = device
+    return args
+
+
 def run_solve(args):
-    """`pyfrcnn solve`: returns the exit status (errors are printed, not raised)."""
-    solver, undo = None, None
+    """`pyfrcnn solve`: returns the exit status (errors are printed, not raised).
+    The run folder's rules (one run per folder, the lock) are pyfrcnn.run_dir's."""
+    from .arguments import device_from_args
+    from .run_dir import RunFolder, banner, write_resolved_solver
+
+    solver, undo, run = None, None, None
     try:
-        config = load_solver(args.solver, getattr(args, "overrides", None) or ())
+        if getattr(args, "cfg", None):
+            args = _with_cfg(args)
+        config = load_solver(args.solver, args.cfg_overrides + list(args.overrides or ())
+                             if getattr(args, "cfg", None) else args.overrides or ())
         if getattr(args, "weights", None):
             config = config.replace(weights=tuple(
                 os.path.abspath(w) for w in args.weights.split(",") if w))
-        run_dir, prefix = _run_folder(config, getattr(args, "out", None))
-        config = config.replace(snapshot_prefix=prefix)
-        if getattr(args, "resume", None):
-            config = config.replace(weights=())  # the snapshot's weights replace them
         info = distributed.from_env()
-        undo = _setup_logging(run_dir, info is None or info.rank == 0)
-        solver = Solver(config, run_dir=run_dir, device=getattr(args, "device", None),
-                        dist_info=info or False)
-        return solver.solve(resume=getattr(args, "resume", None))
+        run = RunFolder(config, args, is_main=info is None or info.rank == 0).open()
+        config = config.replace(snapshot_prefix=run.prefix)
+        if run.resume:
+            config = config.replace(weights=())  # the snapshot's weights replace them
+        undo = _setup_logging(run.path, run.is_main, "a" if run.appending else "w")
+        device = resolve_device(device_from_args(args, config.device), info)
+        if run.is_main:
+            for line in banner(config, device, run.command()):
+                if line:
+                    log.info("%s", line)
+            for note in run.notes:
+                log.warning("%s", note)
+            write_resolved_solver(run.path, config)
+        solver = Solver(config, run_dir=run.path, device=str(device), dist_info=info or False)
+        status = solver.solve(resume=run.resume)
+        if solver.stopped_early and run.is_main and run.resume_hint():
+            log.info("%s", run.resume_hint())
+        return status
+    except KeyboardInterrupt:  # a second Ctrl-C: the command line prints one line with the hint
+        if run is not None and run.is_main and run.resume_hint():
+            raise KeyboardInterrupt(run.resume_hint()) from None
+        raise
     except PyfrcnnError as e:
         if getattr(args, "debug", False):
             raise
-        if logging.getLogger().handlers:
+        if undo is not None:  # the run's log is open: the error goes there too
             log.error("%s", e)
         else:
             print(f"pyfrcnn solve: error: {e}", file=sys.stderr)
@@ -482,6 +513,8 @@ def run_solve(args):
             solver.close()
         if undo is not None:
             undo()
+        if run is not None:
+            run.close()
 
 
 def main(argv=None):

@@ -352,7 +352,12 @@ def validate(data, path, lines=None, overridden=()):
 def load_solver(path, overrides=()):
     """Read, override (`--set key.path=value` strings) and validate a solver file."""
     path = os.fspath(path)
-    data, lines = read_yaml(path)
+    if path.endswith(".prototxt"):  # Caffe's text SolverParameter
+        from .caffe_solver import read_caffe_solver
+
+        data, lines = read_caffe_solver(path, KEYS)
+    else:
+        data, lines = read_yaml(path)
     sections = registry.config_sections()
     overridden = {apply_override(data, text, sections) for text in overrides} & set(KEYS)
     return validate(data, path, lines, overridden)

@@ -1,19 +1,16 @@
-"""`pyfrcnn check | draw | time`: look at a net without training it."""
+"""`pyfrcnn check`: build a net without data and print its layers, shapes and
+costs. The `draw` and `time` commands live in pyfrcnn/draw.py and
+pyfrcnn/timing.py (re-exported here)."""
 
-import os
-import shutil
-import subprocess
-import time
-
-import torch
-
-from .errors import PyfrcnnError
-from .net import format_shape
+from .draw import add_draw_arguments, layer_summary, net_to_dot, run_draw  # noqa: F401
+from .timing import (add_time_arguments, random_inputs, run_config, run_time,  # noqa: F401
+                     time_layers)
+from .errors import format_shape
 
 
 # -- check -------------------------------------------------------------------
 def add_check_arguments(parser):
-    from .cli import add_net_arguments
+    from .arguments import add_net_arguments
 
     add_net_arguments(parser)
 
@@ -40,7 +37,7 @@ def net_table(net):
 
 
 def run_check(args):
-    from .cli import build_net
+    from .arguments import build_net
 
     net = build_net(args)
     rows, total_params, total_flops = net_table(net)
@@ -53,190 +50,4 @@ def run_check(args):
     print(f"net '{net.name}' ({net.phase}): {len(rows)} layers, {human(total_params)} parameters "
           f"({total_params}), {human(total_flops)} multiply-adds per forward "
           "(dynamic sizes counted as 0); outputs: " + ", ".join(net.output_names))
-    return 0
-
-
-# -- draw --------------------------------------------------------------------
-def add_draw_arguments(parser):
-    from .cli import add_net_arguments
-
-    add_net_arguments(parser, shapes=False)
-    parser.add_argument("out", help="OUT.dot, OUT.svg, OUT.png or OUT.pdf")
-    parser.add_argument("--rankdir", default="LR", choices=("LR", "TB", "BT", "RL"),
-                        help="the graph's direction (default LR, as Caffe's draw_net)")
-
-
-def _quote(text):
-    return '"' + str(text).replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def net_to_dot(netdef, rankdir="LR"):
-    """Graphviz text: layers as boxes, blobs as octagons; in-place blobs drawn once."""
-    lines = [f"digraph {_quote(netdef.param.name or 'net')} {{", f"  rankdir={rankdir};",
-             '  node [fontname="Helvetica", fontsize=10];']
-    blob_ids, blob_versions = {}, {}
-
-    def blob_node(name, new):
-        if new or name not in blob_versions:
-            blob_versions[name] = blob_versions.get(name, -1) + 1
-            node = f"blob_{len(blob_ids)}"
-            blob_ids[(name, blob_versions[name])] = node
-            lines.append(f"  {node} [label={_quote(name)}, shape=octagon, style=filled, "
-                         'fillcolor="#E0E0E0"];')
-        return blob_ids[(name, blob_versions[name])]
-
-    for i, layer in enumerate(netdef.param.layer):
-        node = f"layer_{i}"
-        label = f"{layer.name}\\n({layer.type})"
-        colour = "#6495ED" if layer.type in ("Convolution", "InnerProduct") else \
-            "#FF6347" if layer.type.endswith("Loss") else "#90EE90" if layer.type == "Python" \
-            else "#F0E68C"
-        lines.append(f"  {node} [label=\"{label}\", shape=record, style=filled, "
-                     f'fillcolor="{colour}"];')
-        in_place = set(layer.bottom) & set(layer.top)
-        for b in layer.bottom:
-            lines.append(f"  {blob_node(b, False)} -> {node};")
-        for t in layer.top:
-            if t in in_place:
-                continue
-            lines.append(f"  {node} -> {blob_node(t, True)};")
-    lines.append("}")
-    return "\n".join(lines) + "\n"
-
-
-def run_draw(args):
-    from .io import read_net
-
-    netdef = read_net(args.net, args.phase, args.stage, args.level)
-    dot_text = net_to_dot(netdef, args.rankdir)
-    ext = os.path.splitext(args.out)[1].lower().lstrip(".")
-    if ext == "dot":
-        with open(args.out, "w", encoding="utf-8") as f:
-            f.write(dot_text)
-        print(f"wrote {args.out}")
-        return 0
-    if ext not in ("svg", "png", "pdf", "jpg", "jpeg"):
-        raise PyfrcnnError(f"{args.out}: unknown drawing format '.{ext}' "
-                           "(use .dot, .svg, .png or .pdf)")
-    dot = shutil.which("dot")
-    if dot is None:
-        raise PyfrcnnError(f"writing {args.out} needs Graphviz's `dot` program, which is not "
-                           "installed (apt-get install graphviz); a .dot file needs nothing")
-    result = subprocess.run([dot, f"-T{ext}", "-o", args.out], input=dot_text.encode(),
-                            capture_output=True)
-    if result.returncode:
-        raise PyfrcnnError(f"dot failed for {args.out}: {result.stderr.decode().strip()}")
-    print(f"wrote {args.out}")
-    return 0
-
-
-# -- time --------------------------------------------------------------------
-def add_time_arguments(parser):
-    from .cli import add_net_arguments
-
-    add_net_arguments(parser)
-    parser.set_defaults(phase="TRAIN")
-    parser.add_argument("--iterations", "-n", type=int, default=10, help="timed iterations")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed iterations first")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
-
-
-def random_inputs(net, generator=None, device=None):
-    inputs = {}
-    for layer, tops, shapes in zip(net.layers, net.top_names, net.top_shapes):
-        if layer.type != "Input":
-            continue
-        for top, shape in zip(tops, shapes):
-            if any(d is None for d in shape):
-                raise PyfrcnnError(f"input '{top}' has a dynamic shape {format_shape(shape)}: "
-                                   "give it with --input-shape")
-            inputs[top] = (torch.rand(shape, generator=generator) * 255).to(device)
-    return inputs
-
-
-def _backward_target(outputs, net):
-    if net.loss is not None:
-        return net.loss
-    grads = [v.sum() for v in outputs.values() if v.requires_grad]
-    return sum(grads) if grads else None
-
-
-def time_layers(net, iterations, warmup=1, device=None):
-    """Per-layer (forward ms, backward ms) and whole-net (forward ms, backward ms).
-
-    Each layer's backward is timed alone: its forward is rerun on detached
-    bottoms that require grad, then autograd backward from random top grads.
-    On a GPU the clock is read after the device has finished the work.
-    """
-    device = torch.device(device or "cpu")
-    inputs = random_inputs(net, device=device)
-    clock = _device_clock(device)
-    fwd = [0.0] * len(net.layers)
-    bwd = [0.0] * len(net.layers)
-    total_fwd = total_bwd = 0.0
-    for it in range(warmup + iterations):
-        timed = it >= warmup
-        net.zero_grad(set_to_none=True)
-        t0 = clock()
-        outputs = net.forward(**inputs)
-        t1 = clock()
-        target = _backward_target(outputs, net)
-        if target is not None and target.requires_grad:
-            target.backward()
-        t2 = clock()
-        net.loss = None
-        if timed:
-            total_fwd += t1 - t0
-            total_bwd += t2 - t1
-        blobs = dict(net.blobs, **inputs)
-        for i, (layer, bottoms) in enumerate(zip(net.layers, net.bottom_names)):
-            if layer.type == "Input":
-                continue
-            args = [blobs[b].detach().requires_grad_(blobs[b].is_floating_point()) for b in bottoms]
-            t0 = clock()
-            out = layer.forward(*args)
-            t1 = clock()
-            out = (out,) if isinstance(out, torch.Tensor) else tuple(out)
-            pairs = [(o, torch.rand_like(o)) for o in out if o.requires_grad]
-            if pairs:
-                torch.autograd.backward([o for o, _ in pairs], [g for _, g in pairs])
-            t2 = clock()
-            if timed:
-                fwd[i] += t1 - t0
-                bwd[i] += t2 - t1 if pairs else 0.0
-    scale = 1000.0 / max(iterations, 1)
-    per_layer = [(l.name, l.type, f * scale, b * scale) for l, f, b in zip(net.layers, fwd, bwd)]
-    return per_layer, total_fwd * scale, total_bwd * scale
-
-
-def _device_clock(device):
-    """perf_counter, after the device's queued work when it is a GPU."""
-    if device.type != "cuda":
-        return time.perf_counter
-
-    def clock():
-        torch.cuda.synchronize(device)
-        return time.perf_counter()
-    return clock
-
-
-def run_time(args):
-    from .cli import build_net
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    from .solver import resolve_device
-
-    device = resolve_device(args.device)
-    net = build_net(args).to(device)
-    per_layer, total_fwd, total_bwd = time_layers(net, args.iterations, args.warmup, device)
-    width = max(len(n) for n, *_ in per_layer)
-    print(f"{'layer'.ljust(width)}  {'type':<18}{'forward ms':>12}{'backward ms':>13}")
-    for name, kind, f, b in per_layer:
-        print(f"{name.ljust(width)}  {kind:<18}{f:12.3f}{b:13.3f}")
-    print(f"Average Forward pass: {total_fwd:.3f} ms.")
-    print(f"Average Backward pass: {total_bwd:.3f} ms.")
-    print(f"Average Forward-Backward: {total_fwd + total_bwd:.3f} ms "
-          f"({args.iterations} iterations, {torch.get_num_threads()} threads, {device}).")
     return 0

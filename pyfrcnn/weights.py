@@ -58,8 +58,8 @@ import torch
 from google.protobuf.message import DecodeError
 
 from . import weights_resnet
-from .errors import WeightsError
-from .net import WEIGHTS_FORMAT, atomic_torch_save, format_shape
+from .errors import WeightsError, format_shape
+from .files import WEIGHTS_FORMAT, atomic_torch_save
 from .proto import pyfrcnn_pb2 as pb
 
 CAFFE_PIXEL_MEANS = (102.9801, 115.9465, 122.7717)  # BGR, py-faster-rcnn's PIXEL_MEANS

@@ -25,6 +25,7 @@ from PIL import Image
 from pyfrcnn.errors import DataError
 
 from . import cache
+from ..image import oriented_size
 from .base import BACKGROUND, RecordBuilder
 
 log = logging.getLogger(__name__)
@@ -132,7 +133,7 @@ def _parse_annotation(builder, folder, image_id, xml_path, class_index):
     if size is None:
         try:
             with Image.open(path) as im:
-                size = im.size
+                size = oriented_size(im)
         except Exception as e:
             return builder.fail(xml_path, f"no <size> in the XML and the image {path} cannot "
                                 f"be read: {type(e).__name__}: {e}")

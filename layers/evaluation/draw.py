@@ -18,13 +18,23 @@ def class_color(index):
     return int(r * 255), int(g * 255), int(b * 255)
 
 
+def label_font(image_size):
+    """A font whose height scales with the image (about 1/40 of its short side,
+    at least 11 px); the bitmap default where Pillow has no FreeType."""
+    size = max(11, round(min(image_size) / 40))
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, OSError, ImportError):  # Pillow < 10.1, or built without FreeType
+        return ImageFont.load_default()
+
+
 def draw_detections(im_bgr, detections, class_index=None):
     """A PIL RGB image of `im_bgr` (H x W x 3 uint8 BGR) with `detections` drawn:
     an iterable of (class name, [x1, y1, x2, y2], score). `class_index` maps a
     name to its colour index (default: order of first appearance)."""
     image = Image.fromarray(np.ascontiguousarray(im_bgr[:, :, ::-1]))
     draw = ImageDraw.Draw(image)
-    font = ImageFont.load_default()
+    font = label_font(image.size)
     width = max(2, round(min(image.size) / 250))
     colors = dict(class_index or {})
     for name, bbox, score in detections:

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from pyfrcnn.errors import DeviceError
+from pyfrcnn.ops.sweep import greedy_sweep
 
 KERNEL_DIR = Path(__file__).resolve().parent.parent / "kernels"
 # No fused multiply-add: the kernels then round exactly as the CPU path does.
@@ -85,8 +86,6 @@ def nms(boxes, scores, iou_threshold):
 
 def nms_with(runner, boxes, scores, iou_threshold):
     """NMS with the mask kernel carried out by `runner(launch, device)`."""
-    from pyfrcnn.ops.nms import greedy_sweep
-
     if boxes.shape[0] == 0:
         return torch.empty(0, dtype=torch.int64, device=boxes.device)
     order = torch.sort(scores, descending=True, stable=True)[1]

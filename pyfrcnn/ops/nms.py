@@ -47,6 +47,7 @@ import numpy as np
 import torch
 
 from pyfrcnn.ops import _cuda
+from pyfrcnn.ops.sweep import greedy_sweep
 
 WORD_BITS = 64
 # Elements of one batch of IoU tiles (each of the four work buffers).
@@ -99,26 +100,6 @@ def suppression_mask(sorted_boxes, iou_threshold):
         bits = _BIT[second % WORD_BITS]
         mask.index_add_(0, first * words + second // WORD_BITS, bits)
     return mask.numpy().view(np.uint64).reshape(num, words)
-
-
-def greedy_sweep(mask):
-    """Positions (in sorted order) that survive, given a suppression mask."""
-    num, words = mask.shape
-    removed = np.zeros(words, dtype=np.uint64)
-    keep = []
-    for word in range(words):
-        start = word * WORD_BITS
-        gone = int(removed[word])
-        kept_here = []
-        # Inside the word the order matters: a box kept here may remove the next.
-        for bit, row in enumerate(mask[start:start + WORD_BITS, word].tolist()):
-            if not gone >> bit & 1:
-                kept_here.append(start + bit)
-                gone |= row
-        keep.extend(kept_here)
-        if kept_here and word + 1 < words:
-            removed[word + 1:] |= np.bitwise_or.reduce(mask[kept_here, word + 1:], axis=0)
-    return np.asarray(keep, dtype=np.int64)
 
 
 def _greedy_keep(sorted_boxes, threshold):

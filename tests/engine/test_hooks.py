@@ -92,7 +92,9 @@ def test_progress_bar_only_on_a_terminal(tmp_path, monkeypatch):
     assert updates == []                                   # stderr is not a terminal under pytest
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
     solver(tmp_path / "b").solve()
-    assert updates == [("start", 3, 0), 1, 1, 1, "close"]
+    # redrawn at most every 0.1 s: the steps arrive in one or more batches
+    assert updates[0] == ("start", 3, 0) and updates[-1] == "close"
+    assert sum(updates[1:-1]) == 3
 
 
 def test_plot_series_and_command(tmp_path, capsys):
@@ -124,3 +126,42 @@ def test_plot_without_metrics(tmp_path, capsys):
     pytest.importorskip("matplotlib")
     assert plot.run_plot(argparse.Namespace(run_dir=str(tmp_path), out=None)) == 1
     assert "cannot read metrics" in capsys.readouterr().err
+
+
+def test_display_eta_leaves_out_test_time_and_is_smoothed(monkeypatch, caplog):
+    import logging
+
+    clock = [1000.0]
+    monkeypatch.setattr(hooks.time, "time", lambda: clock[0])
+
+    class Config:
+        display, max_iter = 1, 100
+
+    class Last:
+        outputs, rate, grad_norm = {}, 0.1, None
+
+    class FakeSolver:
+        config, loss_weights, smoothed_loss, step = Config, {}, 1.0, 0
+
+        def emit(self, record):
+            pass
+
+    solver, hook = FakeSolver(), hooks.DisplayHook()
+    hook.before_train(solver)
+    seconds = [1.0, 1.0, 3.0]  # per step
+    etas = []
+    with caplog.at_level(logging.INFO, logger="pyfrcnn.solver"):
+        for step, spent in enumerate(seconds):
+            if step == 1:  # a 100 s test before step 1 is no training time
+                hook.write({"kind": "test", "step": 1, "seconds": 100.0})
+                clock[0] += 100.0
+            clock[0] += spent
+            solver.last = Last()
+            solver.last.step, solver.step = step, step + 1
+            hook.after_step(solver)
+            line = [r.getMessage() for r in caplog.records if "eta" in r.getMessage()][-1]
+            etas.append(line)
+    assert "(1 s/iter, eta 0:01:39)" in etas[0]        # 99 steps left at 1 s
+    assert "(1 s/iter, eta 0:01:38)" in etas[1]        # the test's 100 s left out
+    # 3 s/iter smoothed: 0.3 * 3 + 0.7 * 1 = 1.6 s/iter, 97 steps left = 155 s
+    assert "(3 s/iter, eta 0:02:35)" in etas[2]

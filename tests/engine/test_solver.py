@@ -217,7 +217,8 @@ def test_pyfrcnn_solve_command(tmp_path):
     out = tmp_path / "run"
     assert cli.main(["solve", path, "--out", str(out), "--set", "max_iter=2", "--set", "display=1"]) == 0
     assert sorted(p.name for p in out.iterdir()) == [
-        "metrics.jsonl", "solver_iter_2.solverstate", "solver_iter_2.weights", "train.log"]
+        "metrics.jsonl", "solver.yaml", "solver_iter_2.solverstate", "solver_iter_2.weights",
+        "train.log"]
     log_text = (out / "train.log").read_text()
     assert "] Iteration 1, lr = 0.01" in log_text and "Optimization Done." in log_text
     assert cli.main(["solve", path, "--set", "max_iters=2"]) == 1

@@ -61,6 +61,11 @@ def run(name, argv):
     return getattr(commands, f"run_{name}")(parser.parse_args(argv))
 
 
+def sets(*overrides):
+    """--set K=V, one per value."""
+    return [word for text in overrides for word in ("--set", text)]
+
+
 def data_args(voc, tmp_path):
     return ["--data", f"voc:{voc}:test", "--cache-dir", str(tmp_path / "cache")]
 
@@ -147,7 +152,7 @@ def test_test_writes_detections_and_scores_them(voc, tmp_path, weights):
     out = tmp_path / "out"
     status = run("test", ["--net", FAST_NET, "--weights", str(weights), *data_args(voc, tmp_path),
                           "--out", str(out), "--vis", "1", "--vis-thresh", "0", "--num-images", "1",
-                          "--set", *SMALL, "detection.TEST.MAX_PER_IMAGE=7"])
+                          *sets(*SMALL, "detection.TEST.MAX_PER_IMAGE=7")])
     assert status == 0
     records = json.loads((out / "detections.json").read_text())
     assert records and {r["image_id"] for r in records} == {"a"}
@@ -191,7 +196,7 @@ def test_detect_writes_json_and_pictures_and_survives_bad_files(voc, tmp_path, w
               str(tmp_path / "broken.jpg")]
     out = tmp_path / "dets"
     status = run("detect", [*images, "--net", FAST_NET, "--weights", str(weights),
-                            "--thresh", "0.3", "--out", str(out), "--set", *SMALL])
+                            "--thresh", "0.3", "--out", str(out), *sets(*SMALL)])
     assert status == 1
     err = capsys.readouterr().err
     assert "missing.png: image file not found" in err and "broken.jpg: cannot read image" in err
