@@ -84,7 +84,10 @@ class DetectionAccuracy:
 
 
 def detection_accuracy_factory(solver):
-    """The step statistics of a Faster R-CNN train net (None for other nets)."""
+    """The step statistics of a Faster R-CNN train net (None for other nets, or
+    a solver without one)."""
+    if getattr(solver, "net", None) is None:
+        return None
     stats = DetectionAccuracy(solver.net)
     return stats if stats.heads else None
 

@@ -44,7 +44,7 @@ def pyfrcnn_commands():
     for kind, text in command_blocks(README):
         if kind not in ("indented", "sh", "bash", "text"):
             continue
-        for line in text.splitlines():
+        for line in text.replace("\\\n", " ").splitlines():  # continued lines joined
             for part in line.split("&&"):
                 if part.strip().startswith("pyfrcnn "):
                     commands.append(shlex.split(part.strip()))
