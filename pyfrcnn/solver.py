@@ -18,9 +18,11 @@ and goes on. A run stopped by SIGINT exits with status 0 (Caffe's "stop");
 one stopped by SIGTERM exits with 143 (128 + 15), by SIGHUP with 129, so that
 a scheduler sees the run did not finish. A second SIGINT interrupts at once.
 
-A NaN or Inf loss stops the run (status 1) with a message naming the loss
-tops and the step, without writing a snapshot; nan_policy: skip drops that
-step's update instead.
+A step whose loss or global gradient norm is NaN or Inf stops the run
+(status 1) with a message naming the step and the loss tops or the parameter
+(layer, blob index) that went non-finite first, without writing a snapshot;
+nan_policy: skip drops that step's update instead (the skips are counted and
+logged at the end). A snapshot is never written with a non-finite weight.
 """
 
 import argparse
@@ -39,7 +41,7 @@ import threading
 import numpy as np
 import torch
 
-from . import distributed, hooks
+from . import distributed, guard, hooks
 from .errors import ConfigError, PyfrcnnError
 from .lr_policy import config_learning_rate
 from .net import Net, atomic_torch_save
@@ -115,6 +117,7 @@ class Solver:
         self.last = None
         self.losses = collections.deque(maxlen=config.average_loss)
         self.stopped_early = False
+        self.skipped_steps = 0
         self.stop_signal = None
         self._pending = set()   # asked for by signals, acted on at the next step's end
         self._requests = set()  # agreed by every rank for the step just taken
@@ -186,45 +189,77 @@ class Solver:
 
     # -- the loop ------------------------------------------------------------
     def run_step(self):
-        """One step: iter_size forward/backward passes, the all-reduce, one update."""
+        """One step: iter_size forward/backward passes, the all-reduce, one update.
+
+        The losses and the global gradient norm are read back in one transfer (in
+        a distributed run the losses go first: their flag rides on the all-reduce).
+        """
         c = self.config
         for p, _, _, _ in self.updater.params:
             p.grad = None
-        total, bad = 0.0, []
+        losses = []
         for _ in range(c.iter_size):
             outputs = self.net.forward()
-            loss = float(self.net.backward())
-            total += loss
-            if not math.isfinite(loss) and not bad:
-                bad = [f"{t} = {float(self.net.blobs[t].detach().sum())}" for t in self.loss_weights
-                       if t in self.net.blobs and not torch.isfinite(self.net.blobs[t]).all()]
-                bad = bad or [f"loss = {loss}"]
+            losses.append(self.net.backward().double().reshape(()))
         pending = set(self._pending)
         self._pending -= pending
-        flags = [1.0 if bad else 0.0, 1.0 if "stop" in pending else 0.0,
-                 1.0 if "snapshot" in pending else 0.0]
+        grads = self.updater.gradients()
         if self.group:
-            flags = self.group.average_gradients(self.updater.gradients(), flags)
+            loss_values = torch.stack(losses).tolist()
+            bad = self._bad_losses(loss_values)
+            flags = self.group.average_gradients(grads, self._flags(bad, pending))
+            grad_norm = float(guard.global_norm(grads))  # every rank holds the same sum
+        else:
+            norm = guard.global_norm(grads).to(losses[0].device)
+            *loss_values, grad_norm = torch.stack([*losses, norm]).tolist()
+            bad = self._bad_losses(loss_values)
+            flags = self._flags(bad, pending)
         if flags[1]:
             self._requests.add("stop")
         if flags[2]:
             self._requests.add("snapshot")
         rate = self.rate()
         scalars = {k: v.detach() for k, v in outputs.items() if v.numel() == 1}
-        self.last = StepResult(self.step, total / c.iter_size, scalars, rate)
-        if flags[0]:
-            where = f"{', '.join(bad)}" if bad else "on another rank"
-            message = f"Iteration {self.step}: non-finite loss ({where})"
+        self.last = StepResult(self.step, sum(loss_values) / c.iter_size, scalars, rate)
+        if flags[0] or not math.isfinite(grad_norm):
+            if flags[0]:
+                where = f"{', '.join(bad)}" if bad else "on another rank"
+                message = f"Iteration {self.step}: non-finite loss ({where})"
+            else:
+                named = [(name, p.grad) for p, _, _, name in self.updater.params]
+                message = (f"Iteration {self.step}: non-finite gradient (global norm "
+                           f"{grad_norm}; the loss is finite): "
+                           f"{guard.nonfinite_report(self.net, named, 'gradient')}")
             if c.nan_policy == "stop":
-                raise TrainingDiverged(f"{message}; stopping without a snapshot "
-                                       "(nan_policy: skip would skip such steps)")
+                raise TrainingDiverged(f"{message}; stopping without a snapshot, the last "
+                                       "one is intact (nan_policy: skip would skip such steps)")
             log.warning("%s; skipping this step's update", message)
             self.last.skipped = True
+            self.skipped_steps += 1
         else:
             self.losses.append(self.last.loss)
             self.last.grad_norm = self.updater.apply(rate, self.step)
         self.step += 1
         return self.last
+
+    @staticmethod
+    def _flags(bad, pending):
+        return [1.0 if bad else 0.0, 1.0 if "stop" in pending else 0.0,
+                1.0 if "snapshot" in pending else 0.0]
+
+    def _bad_losses(self, losses):
+        """['loss_cls = nan', ...] for the first non-finite pass, or []."""
+        for k, loss in enumerate(losses):
+            if math.isfinite(loss):
+                continue
+            pass_note = f" in pass {k + 1} of {len(losses)}" if len(losses) > 1 else ""
+            if k == len(losses) - 1:  # the blobs of the last pass are still there
+                bad = [f"{t} = {float(self.net.blobs[t].detach().sum())}" for t in self.loss_weights
+                       if t in self.net.blobs and not torch.isfinite(self.net.blobs[t]).all()]
+                if bad:
+                    return [b + pass_note for b in bad]
+            return [f"loss = {loss}{pass_note}"]
+        return []
 
     def solve(self, resume=None):
         """Train to max_iter (from a .solverstate if given); returns the exit status."""
@@ -258,6 +293,9 @@ class Solver:
                 hook.after_train(self)
         finally:
             self._restore_signal_handlers(previous)
+        if self.skipped_steps:
+            log.warning("%d of %d step(s) were skipped (non-finite loss or gradient, "
+                        "nan_policy: skip)", self.skipped_steps, self.step)
         if self.stopped_early:
             log.info("Optimization stopped early.")
             return STOP_STATUS.get(self.stop_signal, 0)
@@ -313,7 +351,11 @@ class Solver:
 
     def snapshot(self):
         """Write the weights and the solver state of the current step (rank 0);
-        every rank must call it. Returns the two paths (None off rank 0)."""
+        every rank must call it. Returns the two paths (None off rank 0).
+
+        Refuses (TrainingDiverged) to write weights that hold a NaN or Inf: the
+        snapshots already written stay the last good ones."""
+        self._check_finite_weights()
         states = self.group.all_gather(self._rank_state()) if self.group else [self._rank_state()]
         self._snapshot_step = self.step
         if not self.is_main:
@@ -332,6 +374,18 @@ class Solver:
             "config": self.config.to_dict(), "losses": list(self.losses)}, state_path)
         self.prune_snapshots()
         return weights_path, state_path
+
+    def _check_finite_weights(self):
+        named = [(name, p.detach()) for p, _, _, name in self.net.learnable_params()]
+        if math.isfinite(float(guard.global_norm([t for _, t in named]))):
+            return
+        bad = guard.nonfinite_in_backward_order(named)
+        if bad:
+            weights_path, _ = self.snapshot_paths()
+            raise TrainingDiverged(
+                f"Iteration {self.step}: refusing to write {weights_path}: the weights of "
+                f"{guard.describe_param(self.net, bad[0])} are non-finite ({len(bad)} of "
+                f"{len(named)} parameter blobs); the earlier snapshots are intact")
 
     def prune_snapshots(self):
         keep = self.config.keep_snapshots
