@@ -10,6 +10,7 @@ errors that name the key path and the closest valid key.
 
 import dataclasses
 
+from pyfrcnn import safe_yaml
 from pyfrcnn.errors import ConfigError, did_you_mean
 
 
@@ -153,17 +154,25 @@ def detection_config(config):
     return DetectionConfig.from_dict(value)
 
 
+def param_str_values(layer, param_str):
+    """py-faster-rcnn's param_str as a dict, read by pyfrcnn's one safe YAML loader:
+    "'feat_stride': 16" (one line, commas between keys) or its COCO nets'
+    "'feat_stride': 16 \\n'scales': !!python/tuple [4, 8, 16, 32]" (a key a line)."""
+    text = (param_str or "").strip()
+    if not text:
+        return {}
+    if not text.startswith("{") and "\n" not in text:
+        text = "{" + text + "}"  # one line of keys: a flow mapping
+    try:
+        return safe_yaml.load(text, "param_str", ConfigError)
+    except ConfigError as e:
+        raise layer.error(str(e)) from None
+
+
 def parse_param_str(layer, param_str, cls):
     """py-faster-rcnn's param_str (YAML, e.g. "'feat_stride': 16") into dataclass `cls`;
     unknown keys and wrong types are errors naming the layer."""
-    import yaml
-
-    text = (param_str or "").strip()
-    try:
-        values = yaml.safe_load("{" + text + "}") if text and not text.startswith("{") \
-            else yaml.safe_load(text) if text else {}
-    except yaml.YAMLError as e:
-        raise layer.error(f"param_str is not valid YAML: {e}") from None
+    values = param_str_values(layer, param_str)
     if values is None:
         values = {}
     if not isinstance(values, dict):

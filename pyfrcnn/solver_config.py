@@ -15,9 +15,10 @@ import os
 
 import yaml
 
-from . import registry
+from . import registry, safe_yaml
 from .errors import ConfigError, did_you_mean
 from .lr_policy import POLICIES
+from .textfile import read_text
 
 SOLVER_TYPES = ("SGD", "Nesterov", "AdaGrad", "RMSProp", "AdaDelta", "Adam")
 SIGNAL_EFFECTS = ("stop", "snapshot", "none")
@@ -143,18 +144,8 @@ def _key_lines(node, prefix, lines, where):
 
 def read_yaml(path):
     """(mapping, {key path: line}) of a YAML file; syntax errors give line:col."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read solver file: {e.strerror}") from None
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        at = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else path
-        raise ConfigError(f"{at}: not valid YAML: {getattr(e, 'problem', None) or e}") from None
+    text = read_text(path, "solver file", ConfigError)
+    node, data = safe_yaml.compose(text, path, ConfigError)
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -169,10 +160,7 @@ def parse_override(text):
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"--set {text}: expected key.path=value")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"--set {text}: the value is not valid YAML: {e}") from None
+    value = safe_yaml.load(raw, f"--set {text}: the value", ConfigError) if raw.strip() else None
     return key.strip().split("."), value
 
 
