@@ -41,16 +41,16 @@ import threading
 import numpy as np
 import torch
 
-from . import distributed, guard, hooks
+from . import distributed, guard, hooks, solverstate
 from .errors import ConfigError, PyfrcnnError
 from .lr_policy import config_learning_rate
 from .net import Net, atomic_torch_save
 from .sgd import make_updater
 from .solver_config import load_solver, plain
+from .solverstate import STATE_FORMAT
 
 log = logging.getLogger("pyfrcnn.solver")
 
-STATE_FORMAT = "pyfrcnn-solverstate"
 SIGNALS = {"SIGINT": "sigint_effect", "SIGTERM": "sigterm_effect", "SIGHUP": "sighup_effect"}
 STOP_STATUS = {"SIGINT": 0, "SIGTERM": 128 + 15, "SIGHUP": 128 + 1}
 
@@ -343,11 +343,7 @@ class Solver:
         return base + ".weights", base + ".solverstate"
 
     def _rank_state(self):
-        state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-                 "python": random.getstate(), "net": self.net.snapshot_state()}
-        if self.device.type == "cuda":
-            state["cuda"] = torch.cuda.get_rng_state(self.device)
-        return state
+        return solverstate.rank_state(self.net, self.device)
 
     def snapshot(self):
         """Write the weights and the solver state of the current step (rank 0);
@@ -371,7 +367,8 @@ class Solver:
             "format": STATE_FORMAT, "version": 1, "iter": self.step, "type": self.config.type,
             "learned_net": os.path.basename(weights_path),
             "history": self.updater.state_dict(), "ranks": states,
-            "config": self.config.to_dict(), "losses": list(self.losses)}, state_path)
+            "config": solverstate.loadable(self.config.to_dict(), "config"),
+            "losses": [float(v) for v in self.losses]}, state_path)
         self.prune_snapshots()
         return weights_path, state_path
 
@@ -404,15 +401,7 @@ class Solver:
 
     def restore(self, state_path):
         """Continue from a .solverstate: weights, history, step and random states."""
-        try:
-            # Our own file: it holds numpy and python random states beside tensors.
-            payload = torch.load(state_path, map_location="cpu", weights_only=False)
-        except FileNotFoundError:
-            raise ConfigError(f"{state_path}: no such solver state") from None
-        except Exception as e:
-            raise ConfigError(f"{state_path}: not a readable solver state: {e}") from None
-        if not isinstance(payload, dict) or payload.get("format") != STATE_FORMAT:
-            raise ConfigError(f"{state_path}: not a pyfrcnn .solverstate file")
+        payload = solverstate.read(state_path)
         if payload["type"] != self.config.type:
             raise ConfigError(f"{state_path}: written by a {payload['type']} solver, "
                               f"the solver file says type: {self.config.type}")
@@ -423,7 +412,7 @@ class Solver:
         self.losses.extend(payload.get("losses", []))
         ranks = payload["ranks"]
         if len(ranks) == self.world_size:
-            self._restore_rank_state(ranks[self.rank])
+            solverstate.restore_rank_state(ranks[self.rank], self.net, self.device, state_path)
         else:
             log.warning("%s was written by %d process(es), this run has %d: random and "
                         "data states are not restored", state_path, len(ranks), self.world_size)
@@ -432,15 +421,6 @@ class Solver:
             if old != new and key in self.config.to_dict():
                 log.info("Resuming with %s changed: %r -> %r", key, old, new)
         log.info("Resumed from %s at iteration %d", state_path, self.step)
-
-    def _restore_rank_state(self, state):
-        torch.set_rng_state(state["torch"])
-        np.random.set_state(state["numpy"])
-        random.setstate(state["python"])
-        if "cuda" in state and self.device.type == "cuda":
-            torch.cuda.set_rng_state(state["cuda"], self.device)
-        self.net.restore_state(state["net"])
-
 
 # -- command line --------------------------------------------------------------
 def add_solve_arguments(parser):
