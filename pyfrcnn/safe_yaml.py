@@ -110,6 +110,8 @@ def compose(text, where, error=ConfigError):
         raise _yaml_error(e, where, error, text) from None
     except RecursionError:
         raise error(f"{where}: nested too deeply to read") from None
+    except (ValueError, OverflowError) as e:  # e.g. an integer of more than 4300 digits
+        raise error(f"{where}: not valid YAML: {str(e).splitlines()[0][:200]}") from None
     finally:
         if loader is not None:
             loader.dispose()

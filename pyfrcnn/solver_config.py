@@ -11,6 +11,7 @@ same strictness.
 """
 
 import dataclasses
+import math
 import os
 
 import yaml
@@ -85,6 +86,7 @@ SOLVER_KEYS = [
 ]
 KEYS = {k.name: k for k in SOLVER_KEYS}
 PATH_KINDS = ("path", "paths")
+INT_LIMIT = 2 ** 63 - 1
 
 
 class SolverConfig:
@@ -200,10 +202,14 @@ def _check_type(key, value, at):
     if kind == "int":
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{at}: expected an integer, got {value!r}")
+        if abs(value) > INT_LIMIT:
+            raise ConfigError(f"{at}: {value} does not fit in 64 bits")
         return value
     if kind == "float":
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{at}: expected a number, got {value!r}")
+        if isinstance(value, int) and abs(value) > INT_LIMIT or not math.isfinite(value):
+            raise ConfigError(f"{at}: expected a finite number, got {value!r}")
         return float(value)
     if kind == "bool":
         if not isinstance(value, bool):
@@ -252,6 +258,14 @@ def _check_values(v, at):
                  "warmup_iters"):
         need(v[name] >= 0, name, "must not be negative")
     need(0 < v["warmup_factor"] <= 1, "warmup_factor", "must be in (0, 1]")
+    need(v["random_seed"] < 2 ** 63 - 1024, "random_seed", "must be below 2^63 - 1024 (torch's "
+         "generator takes a signed 64-bit seed; rank r uses random_seed + r)")
+    for name in ("momentum", "momentum2", "rms_decay"):
+        need(v[name] >= 0, name, "must not be negative")
+    if v["type"] in ("Adam", "AdaDelta"):
+        need(v["momentum"] < 1, "momentum", f"must be below 1 for {v['type']}")
+    if v["type"] == "Adam":
+        need(v["momentum2"] < 1, "momentum2", "must be below 1 for Adam")
     need(v["weight_decay"] >= 0, "weight_decay", "must not be negative")
     need(v["delta"] > 0, "delta", "must be positive")
     policy = v["lr_policy"]
