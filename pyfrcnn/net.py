@@ -21,6 +21,7 @@ import torch
 from . import registry
 from .errors import NetError, WeightsError, did_you_mean
 from .io import NetDef, phase_name, read_net
+from .layer import check_blob_size
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +97,9 @@ class Net(torch.nn.Module):
             if lp.type == "Input":
                 layer.override_shapes = input_shapes
             top_shapes = layer.setup(bottom_shapes)
+            for top, shape in zip(lp.top, top_shapes):
+                if shape is not None:
+                    check_blob_size(layer, f"top '{top}'", shape)
             if lp.type == "Input":
                 self.input_blobs.extend(lp.top)
             self._share_params(layer)

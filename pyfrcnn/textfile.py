@@ -23,8 +23,9 @@ def decode_utf8(data, where, error=PyfrcnnError):
                     "save the file as UTF-8") from None
 
 
-def read_bytes(path, what, error=PyfrcnnError, limit=MAX_TEXT_BYTES):
-    """The bytes of a regular file of at most `limit` bytes, or an `error` naming it."""
+def read_bytes(path, what, error=PyfrcnnError, limit=MAX_TEXT_BYTES, head=None):
+    """The bytes of a regular file of at most `limit` bytes (its first `head` bytes
+    when given), or an `error` naming it."""
     path = os.fspath(path)
     try:
         info = os.stat(path)
@@ -36,13 +37,17 @@ def read_bytes(path, what, error=PyfrcnnError, limit=MAX_TEXT_BYTES):
         raise error(f"{path}: is a folder, not a {what}")
     if not stat.S_ISREG(info.st_mode):
         raise error(f"{path}: not a regular file (a device, pipe or socket), not a {what}")
-    if info.st_size > limit:
+    if head is not None:
+        limit = head
+    elif info.st_size > limit:
         raise error(f"{path}: {info.st_size} bytes, more than the {limit} a {what} may have")
     try:
         with open(path, "rb") as f:
-            data = f.read(limit + 1)
+            data = f.read(min(limit, info.st_size) + 1)  # read(n) allocates n bytes
     except OSError as e:
         raise error(f"{path}: cannot read {what}: {e.strerror or e}") from None
+    if head is not None:
+        return data[:head]
     if len(data) > limit:
         raise error(f"{path}: more than the {limit} bytes a {what} may have")
     return data
