@@ -9,8 +9,8 @@ import argparse
 import logging
 import sys
 
-from . import __version__, registry
-from .errors import PyfrcnnError
+from . import __version__
+from .errors import PyfrcnnError, output_error
 
 
 def parse_input_shapes(items):
@@ -66,6 +66,8 @@ def _engine_commands():
 
 
 def make_parser():
+    from . import registry  # imports torch: inside main's Ctrl-C guard
+
     parser = argparse.ArgumentParser(
         prog="pyfrcnn", description="Caffe-style Faster R-CNN on PyTorch.")
     parser.add_argument("--version", action="version", version=f"pyfrcnn {__version__}")
@@ -82,6 +84,16 @@ def make_parser():
 
 
 def main(argv=None):
+    """Run a command; its exit status. Ctrl-C at any moment (even while torch
+    imports) ends with one line and status 130."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("pyfrcnn: interrupted", file=sys.stderr)
+        return 130
+
+
+def _main(argv):
     try:
         parser = make_parser()
     except PyfrcnnError as e:
@@ -98,9 +110,11 @@ def main(argv=None):
         logging.getLogger("pyfrcnn.net").setLevel(logging.WARNING)
     try:
         return args._run(args) or 0
-    except PyfrcnnError as e:
+    except (PyfrcnnError, OSError) as e:
         if args.debug:
             raise
+        if isinstance(e, OSError):  # an output that cannot be written, a file that vanished
+            e = output_error(e.filename or "a file", e, None)
         print(f"pyfrcnn {args.command}: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

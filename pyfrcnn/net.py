@@ -19,7 +19,7 @@ import os
 import torch
 
 from . import registry
-from .errors import NetError, WeightsError, did_you_mean
+from .errors import NetError, OutputError, WeightsError, did_you_mean, output_error
 from .io import NetDef, phase_name, read_net
 from .layer import check_blob_size
 
@@ -285,17 +285,26 @@ class Net(torch.nn.Module):
 
 
 def atomic_torch_save(obj, path):
-    """torch.save to a temp file, fsync, rename: a crash leaves the old file whole."""
+    """torch.save to a temp file, fsync, rename: a crash leaves the old file whole.
+    A folder that cannot be made or written, or a full disk, is an OutputError."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
     tmp = f"{path}.tmp{os.getpid()}"
+    if os.path.lexists(path) and not os.path.isfile(path):
+        raise OutputError(f"{path}: cannot write: it exists and is not a regular file")
     try:
+        os.makedirs(folder, exist_ok=True)
         with open(tmp, "wb") as f:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        raise output_error(path, e) from None
+    except RuntimeError as e:  # torch's writer reports a failed write (disk full) so
+        if "write" not in str(e).lower() and "file" not in str(e).lower():
+            raise
+        raise OutputError(f"{path}: cannot write: {str(e).splitlines()[0]}") from None
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)

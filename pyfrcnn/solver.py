@@ -42,7 +42,7 @@ import numpy as np
 import torch
 
 from . import distributed, guard, hooks, solverstate
-from .errors import ConfigError, PyfrcnnError
+from .errors import ConfigError, PyfrcnnError, output_error
 from .lr_policy import config_learning_rate
 from .net import Net, atomic_torch_save
 from .sgd import make_updater
@@ -268,6 +268,8 @@ class Solver:
         log.info("Learning Rate Policy: %s", c.lr_policy)
         if resume:
             self.restore(resume)
+        if self.is_main:
+            self.prepare_snapshot_folder()
         previous = self._install_signal_handlers()
         try:
             for hook in self.hooks:
@@ -372,6 +374,26 @@ class Solver:
         self.prune_snapshots()
         return weights_path, state_path
 
+    def prepare_snapshot_folder(self):
+        """Make the snapshot folder now (not after hours of training) and remove the
+        temp files that killed runs left there (<prefix>_iter_N.*.tmp<pid> of a
+        process that is gone). An OutputError names a folder that cannot be made."""
+        folder = os.path.dirname(os.path.abspath(self.snapshot_prefix))
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as e:
+            raise output_error(folder, e, "make the snapshot folder") from None
+        pattern = re.compile(re.escape(os.path.basename(self.snapshot_prefix)) +
+                             r"_iter_\d+\.(weights|solverstate)\.tmp(\d+)$")
+        for name in os.listdir(folder):
+            match = pattern.match(name)
+            if match and not _process_alive(int(match.group(2))):
+                try:
+                    os.remove(os.path.join(folder, name))
+                    log.info("Removed %s, left by a run that was killed", name)
+                except OSError as e:
+                    log.warning("cannot remove the orphan temp file %s: %s", name, e.strerror)
+
     def _check_finite_weights(self):
         named = [(name, p.detach()) for p, _, _, name in self.net.learnable_params()]
         if math.isfinite(float(guard.global_norm([t for _, t in named]))):
@@ -421,6 +443,18 @@ class Solver:
             if old != new and key in self.config.to_dict():
                 log.info("Resuming with %s changed: %r -> %r", key, old, new)
         log.info("Resumed from %s at iteration %d", state_path, self.step)
+
+def _process_alive(pid):
+    if pid == os.getpid():
+        return False  # our own name, left by an earlier run with our pid: not in use now
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
 
 # -- command line --------------------------------------------------------------
 def add_solve_arguments(parser):
@@ -503,9 +537,11 @@ def run_solve(args):
         solver = Solver(config, run_dir=run_dir, device=getattr(args, "device", None),
                         dist_info=info or False)
         return solver.solve(resume=getattr(args, "resume", None))
-    except PyfrcnnError as e:
+    except (PyfrcnnError, OSError) as e:
         if getattr(args, "debug", False):
             raise
+        if isinstance(e, OSError):  # a folder or file of the run that cannot be written
+            e = output_error(e.filename or getattr(args, "out", None) or args.solver, e)
         if logging.getLogger().handlers:
             log.error("%s", e)
         else:
