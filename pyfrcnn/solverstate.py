@@ -21,7 +21,7 @@ import random
 import numpy as np
 import torch
 
-from .errors import ConfigError
+from .errors import ConfigError, PyfrcnnError
 
 STATE_FORMAT = "pyfrcnn-solverstate"
 PLAIN = (str, int, float, bool, type(None))
@@ -70,7 +70,17 @@ def restore_rank_state(state, net, device, where):
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         raise ConfigError(f"{where}: the random states are malformed ({type(e).__name__}: "
                           f"{str(e).splitlines()[0] if str(e) else 'bad value'})") from None
-    net.restore_state(state["net"])
+    for name, layer_state in state["net"].items():
+        layer = net.layer_dict.get(name)
+        if layer is None:
+            continue
+        try:
+            layer.restore_state(layer_state)
+        except PyfrcnnError:
+            raise
+        except Exception as e:  # the layer's own code meets a malformed entry
+            raise ConfigError(f"{where}: the saved state of {layer.describe()} is malformed "
+                              f"({type(e).__name__}: {' '.join(str(e).split())[:200]})") from None
 
 
 def read(path):

@@ -57,3 +57,19 @@ def read_text(path, what, error=PyfrcnnError, limit=MAX_TEXT_BYTES):
     """read_bytes decoded as UTF-8 (a leading byte-order mark dropped)."""
     text = decode_utf8(read_bytes(path, what, error, limit), os.fspath(path), error)
     return text[1:] if text.startswith("\ufeff") else text
+
+
+def read_json(path, what, error=PyfrcnnError, limit=MAX_TEXT_BYTES):
+    """The value of a JSON file; syntax errors give path:line:col, and a document
+    nested too deeply (10^5 brackets) or with a 5000-digit number is refused too."""
+    import json
+
+    text = read_text(path, what, error, limit)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise error(f"{path}:{e.lineno}:{e.colno}: not valid JSON: {e.msg}") from None
+    except RecursionError:
+        raise error(f"{path}: not usable JSON: nested too deeply") from None
+    except ValueError as e:  # an integer beyond Python's digit limit
+        raise error(f"{path}: not usable JSON: {str(e).splitlines()[0][:200]}") from None
