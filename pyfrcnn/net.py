@@ -234,7 +234,7 @@ class Net(torch.nn.Module):
                    "meta": dict(meta or {})}
         atomic_torch_save(payload, path)
 
-    def load(self, source, strict=False):
+    def load(self, source, strict=False, where=None):
         """Copy weights by layer name from a path or a {layer: [tensors]} dict.
 
         Layers of the file that the net lacks are skipped (and returned), as in
@@ -242,7 +242,7 @@ class Net(torch.nn.Module):
         With strict=True, a net layer missing from the file is an error too.
         """
         layers = load_weights_file(source) if not isinstance(source, dict) else source
-        where = source if not isinstance(source, dict) else "weights"
+        where = where or (source if not isinstance(source, dict) else "weights")
         loaded, skipped = [], []
         for name, tensors in layers.items():
             layer = self.layer_dict.get(name)

@@ -44,11 +44,16 @@ def run_subprocess(argv, timeout=120, **kwargs):
     return result.returncode, result.stdout, result.stderr
 
 
-def assert_one_line_error(status, out, err, pattern, status_expected=1):
-    """Exit status 1, exactly one line on stderr, no traceback, `pattern` found in it."""
+def assert_one_line_error(status, out, err, pattern, status_expected=1, summary=None):
+    """Exit status 1, exactly one line on stderr, no traceback, `pattern` found in
+    it. `summary`: a command over many files (detect) may add one summary line
+    matching it."""
     lines = [line for line in err.splitlines() if line.strip()]
     assert "Traceback" not in err and "Traceback" not in out, err
     assert status == status_expected, f"status {status}, stderr: {err!r}, stdout: {out[-500:]!r}"
+    if summary is not None and len(lines) == 2:
+        assert re.search(summary, lines[1]), lines[1]
+        lines = lines[:1]
     assert len(lines) == 1, f"{len(lines)} lines on stderr: {err!r}"
     assert re.search(pattern, lines[0]), f"{pattern!r} not in {lines[0]!r}"
     return lines[0]
