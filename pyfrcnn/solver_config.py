@@ -75,8 +75,8 @@ SOLVER_KEYS = [
         "rank r of a distributed run uses random_seed + r"),
     Key("weights", "paths", (), "weights file(s) to start from, loaded in order by layer name"),
     Key("device", "str", "auto", "cpu, cuda, cuda:N or auto (cuda when available)"),
-    Key("nan_policy", ("stop", "skip"), "stop", "a NaN or Inf loss stops the run (no snapshot) "
-        "or skips that step's update"),
+    Key("nan_policy", ("stop", "skip"), "stop", "a NaN or Inf loss or gradient norm stops the "
+        "run (no snapshot) or skips that step's update"),
     Key("sigint_effect", SIGNAL_EFFECTS, "stop", "on SIGINT: snapshot and stop, snapshot and "
         "go on, or ignore"),
     Key("sigterm_effect", SIGNAL_EFFECTS, "stop", "on SIGTERM (likewise)"),
