@@ -243,7 +243,8 @@ class Solver:
             self.skipped_steps += 1
         else:
             self.losses.append(self.last.loss)
-            self.last.grad_norm = self.updater.apply(rate, self.step)
+            clipped_norm = self.updater.apply(rate, self.step)
+            self.last.grad_norm = clipped_norm if clipped_norm is not None else grad_norm
         self.step += 1
         return self.last
 
