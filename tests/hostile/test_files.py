@@ -208,6 +208,22 @@ DETECT = [
 ]
 
 
+def test_detect_out_is_a_file(model, tmp_path):
+    write_image(str(model / "im.png"), 40, 30)
+    (tmp_path / "afile").write_text("x")
+    argv = ["detect", "--net", FAST_TEST, "--weights", model / "w.weights", "--out",
+            tmp_path / "afile", "-q", model / "im.png"]
+    assert_one_line_error(*run_cli(argv), r"afile: a file stands where a folder is needed")
+
+
+def test_test_out_is_a_file(model, tmp_path):
+    (tmp_path / "afile").write_text("x")
+    argv = ["test", "--net", FAST_TEST, "--weights", model / "w.weights", "--data",
+            f"voc:{model / 'voc'}:train", "--cache-dir", tmp_path / "cache", "--out",
+            tmp_path / "afile", "-q"]
+    assert_one_line_error(*run_cli(argv), r"afile: a file stands where a folder is needed")
+
+
 @pytest.mark.parametrize("case_id, extra, pattern", DETECT, ids=[c[0] for c in DETECT])
 def test_hostile_detect(model, tmp_path, case_id, extra, pattern):
     if case_id == "device_cuda_missing" and torch.cuda.is_available():
