@@ -301,10 +301,15 @@ def atomic_torch_save(obj, path):
         os.replace(tmp, path)
     except OSError as e:
         raise output_error(path, e) from None
-    except RuntimeError as e:  # torch's writer reports a failed write (disk full) so
-        if "write" not in str(e).lower() and "file" not in str(e).lower():
-            raise
-        raise OutputError(f"{path}: cannot write: {str(e).splitlines()[0]}") from None
+    except RuntimeError as e:  # torch's zip writer reports a short write (a full disk) so:
+        # "[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598"
+        try:
+            full = os.statvfs(folder).f_bavail == 0
+        except OSError:
+            full = False
+        reason = "No space left on device" if full else \
+            f"the write failed ({' '.join(str(e).split())[:200]})"
+        raise OutputError(f"{path}: cannot write: {reason}") from None
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)

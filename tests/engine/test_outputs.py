@@ -68,3 +68,15 @@ def test_snapshot_folder_that_cannot_be_made_fails_before_training(tmp_path):
     with pytest.raises(OutputError, match=r"afile: cannot make the snapshot folder"):
         solver.solve()
     assert solver.step == 0
+
+
+def test_torch_writer_failure_is_an_output_error(tmp_path, monkeypatch):
+    def short_write(obj, f, *args, **kwargs):
+        f.write(b"PK")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
+
+    monkeypatch.setattr(pyfrcnn.net.torch, "save", short_write)
+    with pytest.raises(OutputError, match=r"w\.weights: cannot write: (No space left|the write "
+                                          r"failed \(\[enforce fail)"):
+        pyfrcnn.net.atomic_torch_save({"a": 1}, tmp_path / "w.weights")
+    assert os.listdir(tmp_path) == []
