@@ -15,9 +15,12 @@ FILLERS = ("constant", "gaussian", "positive_unitball", "uniform", "xavier", "ms
 
 
 def _fans(shape):
+    """(fan_in, fan_out) as Caffe counts them; 0 across a zero-sized dimension."""
+    if not shape:
+        return 1, 1
     count = math.prod(shape)
-    fan_in = count // shape[0] if shape and shape[0] else 0 if shape else 1
-    fan_out = count // shape[1] if len(shape) > 1 and shape[1] else 0 if len(shape) > 1 else count
+    fan_in = count // shape[0] if shape[0] else 0
+    fan_out = (count // shape[1] if shape[1] else 0) if len(shape) > 1 else count
     return fan_in, fan_out
 
 
