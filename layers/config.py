@@ -212,6 +212,9 @@ def check_ranges(config, where="detection"):
     if train.BG_THRESH_LO > train.BG_THRESH_HI:
         fail("TRAIN.BG_THRESH_LO", f"must not exceed TRAIN.BG_THRESH_HI ({train.BG_THRESH_LO:g} > "
              f"{train.BG_THRESH_HI:g}): no roi could be background")
+    if train.BG_THRESH_HI > train.FG_THRESH:
+        fail("TRAIN.BG_THRESH_HI", f"must not exceed TRAIN.FG_THRESH ({train.BG_THRESH_HI:g} > "
+             f"{train.FG_THRESH:g}): a roi would be both foreground and background")
     if train.RPN_NEGATIVE_OVERLAP > train.RPN_POSITIVE_OVERLAP:
         fail("TRAIN.RPN_NEGATIVE_OVERLAP", f"must not exceed TRAIN.RPN_POSITIVE_OVERLAP "
              f"({train.RPN_NEGATIVE_OVERLAP:g} > {train.RPN_POSITIVE_OVERLAP:g})")

@@ -250,6 +250,8 @@ SOLVERS = [
     ("fg_fraction_big", BASE + "detection: {TRAIN: {FG_FRACTION: 1.5}}\n", r"FG_FRACTION: must be in \[0.0, 1.0\]"),
     ("fg_fraction_nan", BASE + "detection: {TRAIN: {FG_FRACTION: .nan}}\n", r"FG_FRACTION: must be a finite"),
     ("bg_thresholds_swapped", BASE + "detection: {TRAIN: {BG_THRESH_LO: 0.6}}\n", r"BG_THRESH_LO: must not exceed"),
+    ("bg_above_fg", BASE + "detection: {TRAIN: {BG_THRESH_HI: 0.6, FG_THRESH: 0.55}}\n",
+     r"BG_THRESH_HI: must not exceed TRAIN.FG_THRESH"),
     ("rpn_overlaps_swapped", BASE + "detection: {TRAIN: {RPN_NEGATIVE_OVERLAP: 0.9}}\n",
      r"RPN_NEGATIVE_OVERLAP: must not exceed"),
     ("test_nms_negative", BASE + "detection: {TEST: {NMS: -0.1}}\n", r"detection\.TEST\.NMS: must be in"),
