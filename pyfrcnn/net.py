@@ -96,7 +96,7 @@ class Net(torch.nn.Module):
                 raise layer.error("names the same top twice")
             if lp.type == "Input":
                 layer.override_shapes = input_shapes
-            top_shapes = layer.setup(bottom_shapes)
+            top_shapes = self._setup_layer(layer, lp, bottom_shapes)
             for top, shape in zip(lp.top, top_shapes):
                 if shape is not None:
                     check_blob_size(layer, f"top '{top}'", shape)
@@ -124,6 +124,20 @@ class Net(torch.nn.Module):
         for param, spec_lr, _, _ in self.learnable_params():
             if spec_lr == 0:
                 param.requires_grad_(False)
+
+    @staticmethod
+    def _setup_layer(layer, lp, bottom_shapes):
+        """layer.setup; a Python layer's own code failing on its parameters is a
+        NetError naming the layer (--debug shows the original traceback)."""
+        try:
+            return layer.setup(bottom_shapes)
+        except NetError:
+            raise
+        except Exception as e:
+            if lp.type != "Python":
+                raise
+            raise layer.error(f"its setup raised {type(e).__name__}: "
+                              f"{' '.join(str(e).split())[:300]}") from e
 
     def _share_params(self, layer):
         for i, blob in enumerate(layer.blobs):

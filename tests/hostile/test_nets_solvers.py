@@ -39,6 +39,11 @@ MODULES = {
     "hostile_exits.py": "import sys\nsys.exit(3)\n",
     "hostile_boom.py": "x = 1 / 0\n",
     "hostile_syntax.py": "def broken(:\n",
+    "hostile_setup.py": ("from pyfrcnn.layer import Layer\n\n"
+                         "class Picky(Layer):\n    def layer_setup(self, shapes):\n"
+                         "        int(self.param_str)\n"
+                         "    def reshape(self, shapes):\n        return shapes\n"
+                         "    def forward(self, x):\n        return x\n"),
     "hostile_kinds.py": ("from pyfrcnn.layer import Layer\n\n"
                          "def NotAClass():\n    pass\n\n"
                          "class Half(Layer):\n    def forward(self, x):\n        return x\n"),
@@ -76,6 +81,8 @@ NETS = [
      r"importing module 'hostile_boom' failed: ZeroDivisionError"),
     ("python_syntax_error", INPUT + python_layer("hostile_syntax", "X"),
      r"layer 'p' \(Python\): .*module 'hostile_syntax'.*SyntaxError"),
+    ("python_setup_raises", INPUT + python_layer("hostile_setup", "Picky", "two"),
+     r"layer 'p' \(Python\) at .*: its setup raised ValueError: invalid literal"),
     ("python_module_missing", INPUT + python_layer("no.such.module", "X"),
      r"cannot import module 'no.such.module'"),
     ("python_empty_module", INPUT + python_layer("", "X"), r"needs both 'module' and 'layer'"),
