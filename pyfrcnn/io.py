@@ -176,6 +176,8 @@ def read_net(source, phase="TRAIN", stages=(), level=0):
     if param.layers:
         raise NetError(f"{path}: uses the deprecated V1 'layers' format; "
                        "write 'layer' messages (V1 is read only for .caffemodel weights)")
+    if not -2 ** 31 <= int(level) < 2 ** 31:
+        raise NetError(f"NetState level {level}: out of range (a 32-bit integer)")
     state = pb.NetState(phase=phase_value(phase), level=level, stage=list(stages))
     # The net's own state fields give defaults that the caller's phase overrides.
     kept, kept_lines = pb.NetParameter(), []

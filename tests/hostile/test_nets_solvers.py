@@ -412,6 +412,7 @@ CHECK_ARGS = [
     ("input_shape_not_an_input", ["--input-shape", "nosuch=1,3,8,8"], r"nosuch, which is not an input"),
     ("input_shape_huge", ["--input-shape", "data=100000,3,100000,100"], r"top 'data'.*a blob may hold"),
     ("input_shape_negative", ["--input-shape", "data=1,-3,8,8"], r"negative"),
+    ("level_huge", ["--level", "99999999999999999999"], r"NetState level 99999999999999999999: out of range"),
 ]
 
 
