@@ -481,7 +481,7 @@ def test_ctrl_c_while_torch_imports():
                           r"^pyfrcnn: interrupted$", status_expected=130)
 
 
-@pytest.mark.parametrize("delay", [0.3, 1.5])
+@pytest.mark.parametrize("delay", [0.8, 2.0])
 def test_ctrl_c_at_a_random_moment(delay):
     env = dict(os.environ, PYTHONPATH=str(REPO_DIR))
     process = subprocess.Popen([sys.executable, "-m", "pyfrcnn", "check",
