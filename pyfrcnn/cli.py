@@ -6,8 +6,11 @@ shows the traceback instead.
 """
 
 import argparse
+import contextlib
 import logging
+import signal
 import sys
+import threading
 
 from . import __version__
 from .errors import PyfrcnnError, output_error
@@ -83,6 +86,24 @@ def make_parser():
     return parser
 
 
+@contextlib.contextmanager
+def deferred_ctrl_c():
+    """Hold a Ctrl-C back until the block ends, then raise KeyboardInterrupt: one
+    raised inside torch's start-up (a pybind11 callback while it imports) would
+    abort the process instead of unwinding."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
+
+
 def main(argv=None):
     """Run a command; its exit status. Ctrl-C at any moment (even while torch
     imports) ends with one line and status 130."""
@@ -95,7 +116,8 @@ def main(argv=None):
 
 def _main(argv):
     try:
-        parser = make_parser()
+        with deferred_ctrl_c():
+            parser = make_parser()  # imports torch and the plugins
     except PyfrcnnError as e:
         print(f"pyfrcnn: error: {e}", file=sys.stderr)
         return 1

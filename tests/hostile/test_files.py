@@ -491,6 +491,6 @@ def test_ctrl_c_at_a_random_moment(delay):
     time.sleep(delay)
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=120)
-    if process.returncode == 0:
+    if process.returncode == 0 or "multiply-adds per forward" in out:
         pytest.skip("the check finished before the signal")
     assert_one_line_error(process.returncode, out, err, r"interrupted$", status_expected=130)
