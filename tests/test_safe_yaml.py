@@ -123,3 +123,34 @@ def test_param_str_other_python_tags_are_refused():
     with pytest.raises(NetError, match=r"layer .*param_str.*python/object/apply:os\.system"):
         build_layer(ProposalLayer, "'feat_stride': !!python/object/apply:os.system ['true']",
                     shapes, 1)
+
+
+def test_coco_param_str_in_a_prototxt_as_py_faster_rcnn_writes_it():
+    # py-faster-rcnn's models/coco/VGG16/faster_rcnn_end2end/test.prototxt, its proposal layer
+    text = r'''
+input: "data"
+input_shape { dim: 1 dim: 3 dim: 224 dim: 224 }
+input: "im_info"
+input_shape { dim: 1 dim: 3 }
+layer { name: "score" type: "Convolution" bottom: "data" top: "rpn_cls_prob_reshape"
+  convolution_param { num_output: 24 kernel_size: 16 stride: 16 } }
+layer { name: "deltas" type: "Convolution" bottom: "data" top: "rpn_bbox_pred"
+  convolution_param { num_output: 48 kernel_size: 16 stride: 16 } }
+layer {
+  name: 'proposal'
+  type: 'Python'
+  bottom: 'rpn_cls_prob_reshape'
+  bottom: 'rpn_bbox_pred'
+  bottom: 'im_info'
+  top: 'rois'
+  python_param {
+    module: 'rpn.proposal_layer'
+    layer: 'ProposalLayer'
+    param_str: "'feat_stride': 16 \n'scales': !!python/tuple [4, 8, 16, 32]"
+  }
+}
+'''
+    net = Net(text, "TEST")
+    proposal = net.layer_dict["proposal"]
+    assert proposal.params.feat_stride == 16 and list(proposal.params.scales) == [4, 8, 16, 32]
+    assert proposal.grid.num_anchors == 12
