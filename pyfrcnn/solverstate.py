@@ -12,6 +12,8 @@ array) is refused. Its entries:
   config       the resolved solver config;  losses  the smoothing window
 The numpy state is kept as (name, keys as an int64 tensor, pos, has_gauss,
 cached gaussian); a layer's numpy values become tensors or Python numbers.
+Numeric numpy arrays are still read (earlier versions wrote numpy's state as
+one), object arrays and every other class are not.
 """
 
 import math
@@ -83,11 +85,25 @@ def restore_rank_state(state, net, device, where):
                               f"({type(e).__name__}: {' '.join(str(e).split())[:200]})") from None
 
 
+def _numpy_array_globals():
+    """What unpickling a numeric numpy array needs (snapshots of earlier pyfrcnn
+    versions hold numpy's random state as one): a constructor and plain dtypes,
+    nothing that can run code."""
+    try:
+        from numpy._core.multiarray import _reconstruct
+    except ImportError:  # numpy < 2
+        from numpy.core.multiarray import _reconstruct
+    kinds = (np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32,
+             np.uint64, np.float16, np.float32, np.float64)
+    return [_reconstruct, np.ndarray, np.dtype, *{type(np.dtype(k)) for k in kinds}]
+
+
 def read(path):
     """The validated payload of a .solverstate (weights_only: no code runs)."""
     path = os.fspath(path)
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(_numpy_array_globals()):
+            payload = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such solver state") from None
     except IsADirectoryError:

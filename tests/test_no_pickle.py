@@ -106,3 +106,34 @@ def test_cache_round_trip_keeps_arrays_and_tuples(tmp_path):
         for key in theirs:
             assert np.array_equal(mine[key], theirs[key])
             assert getattr(mine[key], "dtype", None) == getattr(theirs[key], "dtype", None)
+
+
+def test_a_solverstate_of_an_earlier_version_still_resumes(tmp_path):
+    """Earlier versions pickled numpy's random state as an ndarray; it is plain
+    data, so it is still read (with weights_only), and the run resumes."""
+    solver = Solver(load_solver(write_run(str(tmp_path), "base_lr: 0.1\nmax_iter: 2\n"
+                                          "tensorboard: false\ndevice: cpu\nsnapshot_prefix: s/t\n")),
+                    run_dir=str(tmp_path / "run"), dist_info=False, evaluate=None)
+    solver.solve()
+    path = tmp_path / "s" / "t_iter_2.solverstate"
+    state = torch.load(path, weights_only=True)
+    np.random.seed(5)
+    old = np.random.get_state()
+    state["ranks"][0]["numpy"] = old  # ('MT19937', ndarray of uint32, pos, has_gauss, cached)
+    torch.save(state, path)
+    np.random.seed(0)
+    solver.restore(str(path))
+    assert np.array_equal(np.random.get_state()[1], old[1])
+
+
+def test_an_object_array_in_a_solverstate_is_refused(tmp_path):
+    solver = Solver(load_solver(write_run(str(tmp_path), "base_lr: 0.1\nmax_iter: 2\n"
+                                          "tensorboard: false\ndevice: cpu\n")),
+                    run_dir=str(tmp_path / "run"), dist_info=False, evaluate=None)
+    path = tmp_path / "evil.solverstate"
+    array = np.empty(1, dtype=object)
+    array[0] = Evil(str(tmp_path / MARKER))
+    torch.save({"format": "pyfrcnn-solverstate", "numpy": array}, path)
+    with pytest.raises(ConfigError, match=r"could run code"):
+        solver.restore(str(path))
+    assert not (tmp_path / MARKER).exists()
