@@ -82,7 +82,7 @@ def load_test_net(net_path, weights_path, overrides=(), device="auto"):
     cfg = detection_config(meta, overrides)
     net = Net(net_path, "TEST", config={"detection": cfg},
               input_shapes={"data": (1, 3, None, None)})
-    net.load(layers, strict=True)
+    net.load(layers, strict=True, where=weights_path)
     net.eval()
     net.to(resolve_device(device))
     return net, cfg, meta, bbox_pred_stats(meta)

@@ -9,7 +9,9 @@ errors that name the key path and the closest valid key.
 """
 
 import dataclasses
+import math
 
+from pyfrcnn import safe_yaml
 from pyfrcnn.errors import ConfigError, did_you_mean
 
 
@@ -79,8 +81,11 @@ class DetectionConfig:
 
     @classmethod
     def from_dict(cls, values, where="detection"):
-        """Validate a (possibly partial) dict of knobs; unknown keys and wrong types are errors."""
-        return _build(cls, values or {}, where)
+        """Validate a (possibly partial) dict of knobs; unknown keys, wrong types and
+        values out of range are errors naming the key path."""
+        config = _build(cls, values or {}, where)
+        check_ranges(config, where)
+        return config
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -89,6 +94,8 @@ class DetectionConfig:
 def _coerce(value, default, path):
     """Check `value` against the type of the field's default."""
     kind = type(default)
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > _INT_LIMIT:
+        raise ConfigError(f"{path}: {value} does not fit in 64 bits")
     if dataclasses.is_dataclass(default):
         return _build(kind, value, path)
     if kind is bool:
@@ -118,6 +125,8 @@ def _coerce(value, default, path):
         for i, v in enumerate(value):
             if isinstance(v, bool) or not isinstance(v, (int, float)):
                 raise ConfigError(f"{path}[{i}]: expected a number, got {v!r}")
+            if isinstance(v, int) and abs(v) > _INT_LIMIT or not math.isfinite(v):
+                raise ConfigError(f"{path}[{i}]: expected a finite number, got {v!r}")
             items.append(int(v) if item_kind is int and float(v).is_integer() else float(v)
                          if item_kind is float else v)
         if len(default) == 4 and len(items) != 4:
@@ -143,6 +152,75 @@ def _build(cls, values, path):
     return cls(**kwargs)
 
 
+# Where each knob must lie: (low, high) inclusive, None for unbounded. Top-N and
+# MAX_PER_IMAGE of 0 or less keep all, as in py-faster-rcnn, so they are free.
+_UNIT = (0.0, 1.0)
+_RANGES = {
+    "TRAIN.SCALES": (1, None), "TRAIN.MAX_SIZE": (1, None), "TRAIN.IMS_PER_BATCH": (1, None),
+    "TRAIN.BATCH_SIZE": (1, None), "TRAIN.FG_FRACTION": _UNIT, "TRAIN.FG_THRESH": _UNIT,
+    "TRAIN.BG_THRESH_HI": _UNIT, "TRAIN.BG_THRESH_LO": _UNIT, "TRAIN.BBOX_THRESH": _UNIT,
+    "TRAIN.BBOX_INSIDE_WEIGHTS": (0.0, None), "TRAIN.RPN_BBOX_INSIDE_WEIGHTS": (0.0, None),
+    "TRAIN.RPN_POSITIVE_OVERLAP": _UNIT, "TRAIN.RPN_NEGATIVE_OVERLAP": _UNIT,
+    "TRAIN.RPN_FG_FRACTION": _UNIT, "TRAIN.RPN_BATCHSIZE": (1, None),
+    "TRAIN.RPN_NMS_THRESH": _UNIT, "TRAIN.RPN_MIN_SIZE": (0, None),
+    "TEST.SCALES": (1, None), "TEST.MAX_SIZE": (1, None), "TEST.NMS": _UNIT,
+    "TEST.SCORE_THRESH": _UNIT, "TEST.RPN_NMS_THRESH": _UNIT, "TEST.RPN_MIN_SIZE": (0, None),
+    "RNG_SEED": (0, 2 ** 32 - 1), "EPS": (0.0, None), "DEDUP_BOXES": (0.0, None),
+}
+_POSITIVE = ("TRAIN.BBOX_NORMALIZE_STDS", "EPS", "DEDUP_BOXES")
+_INT_LIMIT = 2 ** 63 - 1
+
+
+def _values(config, prefix=""):
+    """{'TRAIN.SCALES': value, ...} of a DetectionConfig."""
+    out = {}
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if dataclasses.is_dataclass(value):
+            out.update(_values(value, f"{prefix}{field.name}."))
+        else:
+            out[f"{prefix}{field.name}"] = value
+    return out
+
+
+def check_ranges(config, where="detection"):
+    """Every number finite and within its range; thresholds ordered. ConfigError
+    naming the key path otherwise (`BATCH_SIZE: 0` would train loss_cls = 0)."""
+    values = _values(config)
+
+    def fail(key, message):
+        raise ConfigError(f"{where}.{key}: {message}")
+
+    for key, value in values.items():
+        items = value if isinstance(value, tuple) else (value,)
+        for item in items:
+            if isinstance(item, bool) or not isinstance(item, (int, float)):
+                continue
+            shown = f"got {list(value)}" if isinstance(value, tuple) else f"got {value!r}"
+            if isinstance(item, float) and not math.isfinite(item):
+                fail(key, f"must be a finite number, {shown}")
+            if isinstance(item, int) and abs(item) > _INT_LIMIT:
+                fail(key, f"must fit in 64 bits, {shown}")
+            low, high = _RANGES.get(key, (None, None))
+            if low is not None and high is not None and not low <= item <= high:
+                fail(key, f"must be in [{low}, {high}], {shown}")
+            if low is not None and not item >= low:
+                fail(key, f"must be at least {low}, {shown}")
+            if key in _POSITIVE and not item > 0:
+                fail(key, f"must be positive, {shown}")
+    train = config.TRAIN
+    if train.BG_THRESH_LO > train.BG_THRESH_HI:
+        fail("TRAIN.BG_THRESH_LO", f"must not exceed TRAIN.BG_THRESH_HI ({train.BG_THRESH_LO:g} > "
+             f"{train.BG_THRESH_HI:g}): no roi could be background")
+    if train.BG_THRESH_HI > train.FG_THRESH:
+        fail("TRAIN.BG_THRESH_HI", f"must not exceed TRAIN.FG_THRESH ({train.BG_THRESH_HI:g} > "
+             f"{train.FG_THRESH:g}): a roi would be both foreground and background")
+    if train.RPN_NEGATIVE_OVERLAP > train.RPN_POSITIVE_OVERLAP:
+        fail("TRAIN.RPN_NEGATIVE_OVERLAP", f"must not exceed TRAIN.RPN_POSITIVE_OVERLAP "
+             f"({train.RPN_NEGATIVE_OVERLAP:g} > {train.RPN_POSITIVE_OVERLAP:g})")
+    # RPN_POSITIVE_WEIGHT is checked by the anchor target layer that reads it.
+
+
 def detection_config(config):
     """The DetectionConfig in a layer's run config (py-faster-rcnn's end2end defaults if none)."""
     value = (config or {}).get("detection") if isinstance(config, dict) else None
@@ -153,17 +231,25 @@ def detection_config(config):
     return DetectionConfig.from_dict(value)
 
 
+def param_str_values(layer, param_str):
+    """py-faster-rcnn's param_str as a dict, read by pyfrcnn's one safe YAML loader:
+    "'feat_stride': 16" (one line, commas between keys) or its COCO nets'
+    "'feat_stride': 16 \\n'scales': !!python/tuple [4, 8, 16, 32]" (a key a line)."""
+    text = (param_str or "").strip()
+    if not text:
+        return {}
+    if not text.startswith("{") and "\n" not in text:
+        text = "{" + text + "}"  # one line of keys: a flow mapping
+    try:
+        return safe_yaml.load(text, "param_str", ConfigError)
+    except ConfigError as e:
+        raise layer.error(str(e)) from None
+
+
 def parse_param_str(layer, param_str, cls):
     """py-faster-rcnn's param_str (YAML, e.g. "'feat_stride': 16") into dataclass `cls`;
     unknown keys and wrong types are errors naming the layer."""
-    import yaml
-
-    text = (param_str or "").strip()
-    try:
-        values = yaml.safe_load("{" + text + "}") if text and not text.startswith("{") \
-            else yaml.safe_load(text) if text else {}
-    except yaml.YAMLError as e:
-        raise layer.error(f"param_str is not valid YAML: {e}") from None
+    values = param_str_values(layer, param_str)
     if values is None:
         values = {}
     if not isinstance(values, dict):

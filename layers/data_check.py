@@ -40,6 +40,7 @@ class DataReport:
     images_checked: int = 0
     failures: list = dataclasses.field(default_factory=list)   # (file, reason)
     notes: list = dataclasses.field(default_factory=list)      # (file, message)
+    skipped: list = dataclasses.field(default_factory=list)    # (image, why training skips it)
 
     @property
     def ok(self):
@@ -55,7 +56,8 @@ class DataReport:
         lines += [f"    {name:<{width}}  {count}" for name, count in self.objects_per_class.items()]
         lines.append(f"  boxes clipped to their image: {self.boxes_clipped}; dropped: "
                      f"{self.boxes_dropped}; objects of unknown classes: {self.objects_unknown_class}")
-        for title, items in (("warnings", self.notes), ("failed files", self.failures)):
+        for title, items in (("warnings", self.notes), ("skipped by training", self.skipped),
+                             ("failed files", self.failures)):
             if not items:
                 continue
             lines.append(f"  {title}: {len(items)}")
@@ -66,9 +68,24 @@ class DataReport:
         return "\n".join(lines)
 
 
-def check_dataset(spec, root=None, cache_dir=None, load_images=True, workers=2, shapes=None):
+def training_skip_reason(ann, skip_empty=True, use_difficult=False):
+    """Why build_roidb leaves this annotation out of training, or None."""
+    if not skip_empty:
+        return None
+    if len(ann["labels"]) == 0:
+        return "no object (data.skip_empty)"
+    if not use_difficult and ann["difficult"].all():
+        return (f"all {len(ann['labels'])} object(s) are difficult (data.use_difficult: false, "
+                "data.skip_empty)")
+    return None
+
+
+def check_dataset(spec, root=None, cache_dir=None, load_images=True, workers=2, shapes=None,
+                  skip_empty=True, use_difficult=False):
     """A DataReport for the dataset `spec` names (DataError / ConfigError if it cannot
-    be opened at all)."""
+    be opened at all). Images that training leaves out (data.skip_empty,
+    data.use_difficult as given) are listed with the reason; files that fail to
+    parse or load are failures (training skips them too)."""
     dataset = open_dataset(spec, root=root, cache_dir=cache_dir, shapes=shapes)
     counts = collections.Counter()
     report = DataReport(name=dataset.name, spec=str(spec), images=len(dataset))
@@ -78,6 +95,9 @@ def check_dataset(spec, root=None, cache_dir=None, load_images=True, workers=2, 
         report.difficult += int(ann["difficult"].sum())
         report.empty_images += int(len(ann["labels"]) == 0)
         report.dontcare_regions += len(ann["dontcare"])
+        reason = training_skip_reason(ann, skip_empty, use_difficult)
+        if reason:
+            report.skipped.append((dataset.image_path(i), reason))
     report.objects_per_class = {dataset.classes[k]: counts[k] for k in range(1, dataset.num_classes)}
     stats = dataset.stats
     report.boxes_clipped = stats["boxes_clipped"]
@@ -131,13 +151,18 @@ def add_arguments(parser):
     parser.add_argument("--no-images", action="store_true", help="check the annotations only")
     parser.add_argument("--workers", type=int, default=2, help="image loading threads")
     parser.add_argument("--max-lines", type=int, default=20, help="files listed per kind of problem")
+    parser.add_argument("--keep-empty", action="store_true",
+                        help="as data.skip_empty: false (training keeps images with no object)")
+    parser.add_argument("--use-difficult", action="store_true",
+                        help="as data.use_difficult: true (training uses difficult objects)")
 
 
 def run(args):
     """Print the report; the exit status is 1 when a file failed."""
     try:
         report = check_dataset(args.spec, root=args.data_root, cache_dir=args.cache_dir,
-                               load_images=not args.no_images, workers=max(args.workers, 0))
+                               load_images=not args.no_images, workers=max(args.workers, 0),
+                               skip_empty=not args.keep_empty, use_difficult=args.use_difficult)
     except PyfrcnnError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -87,10 +87,10 @@ def im_detect(net, im_bgr, cfg=None, bbox_stats=None):
         with torch.no_grad():
             outputs = net.forward(data=blob.to(device), im_info=im_info.to(device))
             rois = _blob(net, outputs, "rois")
-            scores = _blob(net, outputs, "cls_prob").reshape(rois.shape[0], -1)
+            scores = _blob(net, outputs, "cls_prob").flatten(1)  # R x K, also for R = 0
             boxes = rois[:, 1:5] / im_scale
             if cfg.TEST.BBOX_REG:
-                deltas = _blob(net, outputs, "bbox_pred").reshape(rois.shape[0], -1)
+                deltas = _blob(net, outputs, "bbox_pred").flatten(1)
                 if bbox_stats is not None:
                     deltas = unnormalize_bbox_pred(deltas, *bbox_stats)
                 pred_boxes = clip_boxes(bbox_transform_inv(boxes, deltas), im_bgr.shape[:2])

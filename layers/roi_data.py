@@ -105,7 +105,7 @@ def load_sample(source, pixel_means, task, pin=False):
         raise DataError(f"{entry.path}: image is {im.shape[1]}x{im.shape[0]} but its annotation "
                         f"says {entry.width}x{entry.height}")
     if entry.flipped:
-        im = im[:, ::-1]
+        im = im[:, ::-1].copy()  # a 1-px-wide flipped view would keep its negative stride
     blob, im_scale = image_to_blob(im, source.scales[scale_index], source.max_size, pixel_means)
     gt_boxes = np.empty((len(entry.labels), 5), dtype=np.float32)
     # in float64, then rounded once to float32, as py-faster-rcnn's uint16 boxes * im_scale:

@@ -9,15 +9,18 @@ pyfrcnn.arguments, re-exported here.
 """
 
 import argparse
+import contextlib
 import logging
 import os
+import signal
 import sys
+import threading
 
-from . import __version__, registry
+from . import __version__
 from .arguments import (add_data_root_argument, add_device_argument, add_net_arguments,  # noqa: F401
                         add_set_argument, build_net, device_from_args, parse_input_shapes,
                         resolve_device)
-from .errors import PyfrcnnError
+from .errors import PyfrcnnError, output_error
 
 
 def _engine_commands():
@@ -47,6 +50,8 @@ def _add_verbosity(parser, default):
 
 
 def make_parser():
+    from . import registry  # imports torch: inside main's Ctrl-C guard
+
     parser = argparse.ArgumentParser(
         prog="pyfrcnn", description="Caffe-style Faster R-CNN on PyTorch.")
     parser.add_argument("--version", action="version", version=f"pyfrcnn {__version__}")
@@ -70,9 +75,38 @@ def _current_folder_importable():
         sys.path.append(here)
 
 
-def main(argv=None):
+@contextlib.contextmanager
+def deferred_ctrl_c():
+    """Hold a Ctrl-C back until the block ends, then raise KeyboardInterrupt: one
+    raised inside torch's start-up (a pybind11 callback while it imports) would
+    abort the process instead of unwinding."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
     try:
-        parser = make_parser()
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
+
+
+def main(argv=None):
+    """Run a command; its exit status. Ctrl-C at any moment (even while torch
+    imports) ends with one line and status 130."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("pyfrcnn: interrupted", file=sys.stderr)
+        return 130
+
+
+def _main(argv):
+    try:
+        with deferred_ctrl_c():
+            parser = make_parser()  # imports torch and the plugins
     except PyfrcnnError as e:
         print(f"pyfrcnn: error: {e}", file=sys.stderr)
         return 1
@@ -95,9 +129,11 @@ def main(argv=None):
         logging.getLogger("pyfrcnn.net").setLevel(logging.WARNING)
     try:
         return args._run(args) or 0
-    except PyfrcnnError as e:
+    except (PyfrcnnError, OSError) as e:
         if args.debug:
             raise
+        if isinstance(e, OSError):  # an output that cannot be written, a file that vanished
+            e = output_error(e.filename or "a file", e, None)
         print(f"pyfrcnn {args.command}: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as e:  # a command may say how to go on (solve: the resume command)

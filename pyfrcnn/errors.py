@@ -6,6 +6,7 @@ configuration. Commands print the message alone (no traceback) unless asked.
 """
 
 import difflib
+import os
 
 
 class PyfrcnnError(Exception):
@@ -39,6 +40,20 @@ class WeightsError(PyfrcnnError):
 class DeviceError(PyfrcnnError):
     """Work that cannot run on the device its tensors are on (a CUDA tensor
     without cupy, say); raised instead of a silent copy to another device."""
+
+
+class OutputError(PyfrcnnError):
+    """A file or folder that cannot be written (disk full, read-only, not a folder)."""
+
+
+def output_error(path, e, what="write"):
+    """An OutputError naming `path` for the OSError `e`."""
+    reason = e.strerror or str(e) or type(e).__name__
+    if isinstance(e, FileExistsError) or isinstance(e, NotADirectoryError):
+        reason = "a file stands where a folder is needed"
+    culprit = e.filename if e.filename and os.fspath(e.filename) != os.fspath(path) else None
+    action = f"cannot {what}: " if what else ""
+    return OutputError(f"{path}: {action}{reason}" + (f" ({culprit})" if culprit else ""))
 
 
 def closest(name, choices):

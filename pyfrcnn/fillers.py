@@ -15,9 +15,12 @@ FILLERS = ("constant", "gaussian", "positive_unitball", "uniform", "xavier", "ms
 
 
 def _fans(shape):
+    """(fan_in, fan_out) as Caffe counts them; 0 across a zero-sized dimension."""
+    if not shape:
+        return 1, 1
     count = math.prod(shape)
-    fan_in = count // shape[0] if shape else 1
-    fan_out = count // shape[1] if len(shape) > 1 else count
+    fan_in = count // shape[0] if shape[0] else 0
+    fan_out = (count // shape[1] if shape[1] else 0) if len(shape) > 1 else count
     return fan_in, fan_out
 
 
@@ -25,10 +28,15 @@ def _variance_n(filler, shape):
     fan_in, fan_out = _fans(shape)
     norm = filler.variance_norm
     if norm == filler.FAN_OUT:
-        return fan_out
-    if norm == filler.AVERAGE:
-        return (fan_in + fan_out) / 2.0
-    return fan_in
+        n = fan_out
+    elif norm == filler.AVERAGE:
+        n = (fan_in + fan_out) / 2.0
+    else:
+        n = fan_in
+    if n <= 0:  # a blob with a zero-sized dimension (a bottom of 0 channels)
+        raise NetError(f"{filler.type} filler on a blob of shape {list(shape)}: its fan-in / "
+                       "fan-out is 0 (does a bottom have 0 channels?)")
+    return n
 
 
 @torch.no_grad()

@@ -13,8 +13,10 @@ from google.protobuf import text_format
 
 from .errors import NetError, ParseError
 from .proto import pyfrcnn_pb2 as pb
+from .textfile import read_text
 
 PHASES = {"TRAIN": pb.TRAIN, "TEST": pb.TEST}
+NET_SUFFIXES = (".prototxt", ".pbtxt", ".pt")
 
 
 @dataclasses.dataclass
@@ -146,6 +148,14 @@ def layer_included(state, layer, where=""):
     return not any(state_meets_rule(state, r) for r in layer.exclude)
 
 
+def is_net_path(source):
+    """A string names a prototxt file unless it holds a newline, or braces and
+    no file of that name exists (a net path may contain '{')."""
+    if "\n" in source:
+        return False
+    return "{" not in source or os.path.exists(source) or source.endswith(NET_SUFFIXES)
+
+
 def read_net(source, phase="TRAIN", stages=(), level=0):
     """Read a net from a prototxt path or text and keep the layers for this state.
 
@@ -157,19 +167,17 @@ def read_net(source, phase="TRAIN", stages=(), level=0):
         lines, input_line = [0] * len(param.layer), None
     else:
         source = os.fspath(source)
-        if "\n" not in source and "{" not in source:
+        if is_net_path(source):
             path = source
-            try:
-                with open(path, encoding="utf-8") as f:
-                    text = f.read()
-            except OSError as e:
-                raise ParseError(f"{path}: cannot read net: {e.strerror}") from None
+            text = read_text(path, "net (prototxt)", ParseError)
         else:
             text, path = source, "<string>"
         param, lines, input_line = parse_net_text(text, path)
     if param.layers:
         raise NetError(f"{path}: uses the deprecated V1 'layers' format; "
                        "write 'layer' messages (V1 is read only for .caffemodel weights)")
+    if not -2 ** 31 <= int(level) < 2 ** 31:
+        raise NetError(f"NetState level {level}: out of range (a 32-bit integer)")
     state = pb.NetState(phase=phase_value(phase), level=level, stage=list(stages))
     # The net's own state fields give defaults that the caller's phase overrides.
     kept, kept_lines = pb.NetParameter(), []

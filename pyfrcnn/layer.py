@@ -99,7 +99,8 @@ class Layer(torch.nn.Module):
 
     # -- state beyond the weights (data cursors, random generators) -----
     def snapshot_state(self):
-        """A picklable dict of state needed to resume exactly, or None."""
+        """A dict of the state needed to resume exactly, or None: tensors and plain
+        values only (a .solverstate loads with torch.load(weights_only=True))."""
         return None
 
     def restore_state(self, state):
@@ -112,8 +113,11 @@ class Layer(torch.nn.Module):
 
     # -- helpers for subclasses --------------------------------------------
     def add_blob(self, shape, filler=None):
-        """Create a learnable blob (Caffe order: weight, then bias), filled."""
-        data = torch.empty(tuple(int(s) for s in shape), dtype=torch.float32)
+        """Create a learnable blob (Caffe order: weight, then bias), filled; a
+        negative or absurd size is an error naming the layer, before allocating."""
+        shape = tuple(int(s) for s in shape)
+        check_blob_size(self, f"blob {len(self.blobs)}", shape)
+        data = torch.empty(shape, dtype=torch.float32)
         try:
             fill(data, filler if filler is not None else pb.FillerParameter())
         except NetError as e:
@@ -145,6 +149,22 @@ class Layer(torch.nn.Module):
         if not given:
             given = [1.0 if (self.is_loss and i == 0) else 0.0 for i in range(n)]
         self.loss_weights = given
+
+
+MAX_BLOB_ELEMENTS = 2 ** 32  # 16 GiB of float32: far beyond any sane blob, refused before use
+
+
+def check_blob_size(layer, what, shape):
+    """A NetError naming the layer if `shape` has a negative dimension or more than
+    MAX_BLOB_ELEMENTS elements (None dimensions are known only per forward)."""
+    known = [d for d in shape if d is not None]
+    if any(d < 0 for d in known):
+        raise layer.error(f"{what} would have shape {list(shape)}: a negative size")
+    elements = math.prod(known)
+    if elements > MAX_BLOB_ELEMENTS:
+        raise layer.error(f"{what} would have shape {'x'.join(map(str, shape))} = {elements} "
+                          f"values ({elements * 4 / 2 ** 30:.3g} GiB as float32), more than the "
+                          f"{MAX_BLOB_ELEMENTS} a blob may hold")
 
 
 def dims(shape, *axes):

@@ -28,6 +28,7 @@ from .files import WEIGHTS_FORMAT, atomic_torch_save  # noqa: F401 (re-exported)
 from .fusion import find_chains
 from .inplace import inplace_warnings
 from .io import NetDef, phase_name, read_net
+from .layer import check_blob_size
 
 log = logging.getLogger(__name__)
 
@@ -123,9 +124,12 @@ class Net(torch.nn.Module):
                 raise layer.error("names the same top twice")
             if lp.type == "Input":
                 layer.override_shapes = input_shapes
-            top_shapes = layer.setup(bottom_shapes)
+            top_shapes = self._setup_layer(layer, lp, bottom_shapes)
             if not lp.bottom and lp.type != "Input":  # a data layer: its tops' given sizes
                 top_shapes = _given_shapes(layer, top_shapes, input_shapes, given_tops)
+            for top, shape in zip(lp.top, top_shapes):
+                if shape is not None:
+                    check_blob_size(layer, f"top '{top}'", shape)
             if lp.type == "Input":
                 self.input_blobs.extend(lp.top)
             self._share_params(layer)
@@ -156,6 +160,20 @@ class Net(torch.nn.Module):
         if self._phase == "TRAIN":
             for message in inplace_warnings(self.netdef):
                 log.warning("%s", message)
+
+    @staticmethod
+    def _setup_layer(layer, lp, bottom_shapes):
+        """layer.setup; a Python layer's own code failing on its parameters is a
+        NetError naming the layer (--debug shows the original traceback)."""
+        try:
+            return layer.setup(bottom_shapes)
+        except NetError:
+            raise
+        except Exception as e:
+            if lp.type != "Python":
+                raise
+            raise layer.error(f"its setup raised {type(e).__name__}: "
+                              f"{' '.join(str(e).split())[:300]}") from e
 
     def _share_params(self, layer):
         for i, blob in enumerate(layer.blobs):
@@ -300,7 +318,7 @@ class Net(torch.nn.Module):
                    "meta": dict(meta or {})}
         atomic_torch_save(payload, path)
 
-    def load(self, source, strict=False):
+    def load(self, source, strict=False, where=None):
         """Copy weights by layer name from a path or a {layer: [tensors]} dict.
 
         Layers of the file that the net lacks are skipped (and returned), as in
@@ -308,7 +326,7 @@ class Net(torch.nn.Module):
         With strict=True, a net layer missing from the file is an error too.
         """
         layers = load_weights_file(source) if not isinstance(source, dict) else source
-        where = source if not isinstance(source, dict) else "weights"
+        where = where or (source if not isinstance(source, dict) else "weights")
         loaded, skipped = [], []
         for name, tensors in layers.items():
             layer = self.layer_dict.get(name)

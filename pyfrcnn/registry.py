@@ -92,9 +92,9 @@ def python_layer_class(param, where=""):
     except ImportError as e:
         raise RegistryError(f"{prefix}: cannot import module '{pp.module}': {e} (python_param "
                             "modules import from the current folder, then PYTHONPATH)") from None
-    except Exception as e:
+    except (Exception, SystemExit) as e:  # a module may even call sys.exit at import
         raise RegistryError(f"{prefix}: importing module '{pp.module}' failed: "
-                            f"{type(e).__name__}: {e}") from None
+                            f"{type(e).__name__}: {' '.join(str(e).split())[:300]}") from None
     cls = getattr(module, pp.layer, None)
     if cls is None:
         names = [n for n, v in vars(module).items() if isinstance(v, type) and issubclass(v, Layer)]
@@ -102,6 +102,10 @@ def python_layer_class(param, where=""):
                             f"{did_you_mean(pp.layer, names)}")
     if not (isinstance(cls, type) and issubclass(cls, Layer)):
         raise RegistryError(f"{prefix}: '{pp.module}.{pp.layer}' is not a pyfrcnn Layer")
+    if cls is Layer or cls.reshape is Layer.reshape or cls.forward is Layer.forward:
+        raise RegistryError(f"{prefix}: '{pp.module}.{pp.layer}' is "
+                            f"{'the base class' if cls is Layer else 'an abstract layer'}: a "
+                            "layer must define reshape and forward")
     return cls
 
 

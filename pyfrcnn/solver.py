@@ -18,9 +18,11 @@ and goes on. A run stopped by SIGINT exits with status 0 (Caffe's "stop");
 one stopped by SIGTERM exits with 143 (128 + 15), by SIGHUP with 129, so that
 a scheduler sees the run did not finish. A second SIGINT interrupts at once.
 
-A NaN or Inf loss stops the run (status 1) with a message naming the loss
-tops and the step, without writing a snapshot; nan_policy: skip drops that
-step's update instead.
+A step whose loss or global gradient norm is NaN or Inf stops the run
+(status 1) with a message naming the step and the loss tops or the parameter
+(layer, blob index) that went non-finite first, without writing a snapshot;
+nan_policy: skip drops that step's update instead (the skips are counted and
+logged at the end). A snapshot is never written with a non-finite weight.
 """
 
 import argparse
@@ -39,16 +41,16 @@ import threading
 import numpy as np
 import torch
 
-from . import distributed, hooks
-from .errors import ConfigError, PyfrcnnError
+from . import distributed, guard, hooks, solverstate
+from .errors import ConfigError, PyfrcnnError, output_error
 from .lr_policy import config_learning_rate
 from .net import Net, atomic_torch_save
 from .sgd import make_updater
 from .solver_config import load_solver, plain
+from .solverstate import STATE_FORMAT
 
 log = logging.getLogger("pyfrcnn.solver")
 
-STATE_FORMAT = "pyfrcnn-solverstate"
 SIGNALS = {"SIGINT": "sigint_effect", "SIGTERM": "sigterm_effect", "SIGHUP": "sighup_effect"}
 STOP_STATUS = {"SIGINT": 0, "SIGTERM": 128 + 15, "SIGHUP": 128 + 1}
 
@@ -70,7 +72,12 @@ class StepResult:
 def resolve_device(name, info=None):
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"device '{name}': expected cpu, cuda, cuda:N or auto") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"device '{name}': expected cpu, cuda, cuda:N or auto")
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ConfigError(f"device '{name}': CUDA is not available (use device: cpu)")
@@ -115,6 +122,7 @@ class Solver:
         self.last = None
         self.losses = collections.deque(maxlen=config.average_loss)
         self.stopped_early = False
+        self.skipped_steps = 0
         self.stop_signal = None
         self._pending = set()   # asked for by signals, acted on at the next step's end
         self._requests = set()  # agreed by every rank for the step just taken
@@ -186,45 +194,78 @@ class Solver:
 
     # -- the loop ------------------------------------------------------------
     def run_step(self):
-        """One step: iter_size forward/backward passes, the all-reduce, one update."""
+        """One step: iter_size forward/backward passes, the all-reduce, one update.
+
+        The losses and the global gradient norm are read back in one transfer (in
+        a distributed run the losses go first: their flag rides on the all-reduce).
+        """
         c = self.config
         for p, _, _, _ in self.updater.params:
             p.grad = None
-        total, bad = 0.0, []
+        losses = []
         for _ in range(c.iter_size):
             outputs = self.net.forward()
-            loss = float(self.net.backward())
-            total += loss
-            if not math.isfinite(loss) and not bad:
-                bad = [f"{t} = {float(self.net.blobs[t].detach().sum())}" for t in self.loss_weights
-                       if t in self.net.blobs and not torch.isfinite(self.net.blobs[t]).all()]
-                bad = bad or [f"loss = {loss}"]
+            losses.append(self.net.backward().double().reshape(()))
         pending = set(self._pending)
         self._pending -= pending
-        flags = [1.0 if bad else 0.0, 1.0 if "stop" in pending else 0.0,
-                 1.0 if "snapshot" in pending else 0.0]
+        grads = self.updater.gradients()
         if self.group:
-            flags = self.group.average_gradients(self.updater.gradients(), flags)
+            loss_values = torch.stack(losses).tolist()
+            bad = self._bad_losses(loss_values)
+            flags = self.group.average_gradients(grads, self._flags(bad, pending))
+            grad_norm = float(guard.global_norm(grads))  # every rank holds the same sum
+        else:
+            norm = guard.global_norm(grads).to(losses[0].device)
+            *loss_values, grad_norm = torch.stack([*losses, norm]).tolist()
+            bad = self._bad_losses(loss_values)
+            flags = self._flags(bad, pending)
         if flags[1]:
             self._requests.add("stop")
         if flags[2]:
             self._requests.add("snapshot")
         rate = self.rate()
         scalars = {k: v.detach() for k, v in outputs.items() if v.numel() == 1}
-        self.last = StepResult(self.step, total / c.iter_size, scalars, rate)
-        if flags[0]:
-            where = f"{', '.join(bad)}" if bad else "on another rank"
-            message = f"Iteration {self.step}: non-finite loss ({where})"
+        self.last = StepResult(self.step, sum(loss_values) / c.iter_size, scalars, rate)
+        if flags[0] or not math.isfinite(grad_norm):
+            if flags[0]:
+                where = f"{', '.join(bad)}" if bad else "on another rank"
+                message = f"Iteration {self.step}: non-finite loss ({where})"
+            else:
+                named = [(name, p.grad) for p, _, _, name in self.updater.params]
+                message = (f"Iteration {self.step}: non-finite gradient (global norm "
+                           f"{grad_norm}; the loss is finite): "
+                           f"{guard.nonfinite_report(self.net, named, 'gradient')}")
             if c.nan_policy == "stop":
-                raise TrainingDiverged(f"{message}; stopping without a snapshot "
-                                       "(nan_policy: skip would skip such steps)")
+                raise TrainingDiverged(f"{message}; stopping without a snapshot, the last "
+                                       "one is intact (nan_policy: skip would skip such steps)")
             log.warning("%s; skipping this step's update", message)
             self.last.skipped = True
+            self.skipped_steps += 1
         else:
             self.losses.append(self.last.loss)
-            self.last.grad_norm = self.updater.apply(rate, self.step)
+            clipped_norm = self.updater.apply(rate, self.step)
+            self.last.grad_norm = clipped_norm if clipped_norm is not None else grad_norm
         self.step += 1
         return self.last
+
+    @staticmethod
+    def _flags(bad, pending):
+        return [1.0 if bad else 0.0, 1.0 if "stop" in pending else 0.0,
+                1.0 if "snapshot" in pending else 0.0]
+
+    def _bad_losses(self, losses):
+        """['loss_cls = nan', ...] for the first non-finite pass, or []."""
+        for k, loss in enumerate(losses):
+            if math.isfinite(loss):
+                continue
+            pass_note = f" in pass {k + 1} of {len(losses)}" if len(losses) > 1 else ""
+            if k == len(losses) - 1:  # the blobs of the last pass are still there
+                bad = [f"{t} = {float(self.net.blobs[t].detach().sum())}" for t in self.loss_weights
+                       if t in self.net.blobs and not torch.isfinite(self.net.blobs[t]).all()]
+                if bad:
+                    return [b + pass_note for b in bad]
+            return [f"loss = {loss}{pass_note}"]
+        return []
 
     def solve(self, resume=None):
         """Train to max_iter (from a .solverstate if given); returns the exit status."""
@@ -233,6 +274,8 @@ class Solver:
         log.info("Learning Rate Policy: %s", c.lr_policy)
         if resume:
             self.restore(resume)
+        if self.is_main:
+            self.prepare_snapshot_folder()
         previous = self._install_signal_handlers()
         try:
             for hook in self.hooks:
@@ -258,6 +301,9 @@ class Solver:
                 hook.after_train(self)
         finally:
             self._restore_signal_handlers(previous)
+        if self.skipped_steps:
+            log.warning("%d of %d step(s) were skipped (non-finite loss or gradient, "
+                        "nan_policy: skip)", self.skipped_steps, self.step)
         if self.stopped_early:
             log.info("Optimization stopped early.")
             return STOP_STATUS.get(self.stop_signal, 0)
@@ -305,15 +351,15 @@ class Solver:
         return base + ".weights", base + ".solverstate"
 
     def _rank_state(self):
-        state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-                 "python": random.getstate(), "net": self.net.snapshot_state()}
-        if self.device.type == "cuda":
-            state["cuda"] = torch.cuda.get_rng_state(self.device)
-        return state
+        return solverstate.rank_state(self.net, self.device)
 
     def snapshot(self):
         """Write the weights and the solver state of the current step (rank 0);
-        every rank must call it. Returns the two paths (None off rank 0)."""
+        every rank must call it. Returns the two paths (None off rank 0).
+
+        Refuses (TrainingDiverged) to write weights that hold a NaN or Inf: the
+        snapshots already written stay the last good ones."""
+        self._check_finite_weights()
         states = self.group.all_gather(self._rank_state()) if self.group else [self._rank_state()]
         self._snapshot_step = self.step
         if not self.is_main:
@@ -329,9 +375,42 @@ class Solver:
             "format": STATE_FORMAT, "version": 1, "iter": self.step, "type": self.config.type,
             "learned_net": os.path.basename(weights_path),
             "history": self.updater.state_dict(), "ranks": states,
-            "config": self.config.to_dict(), "losses": list(self.losses)}, state_path)
+            "config": solverstate.loadable(self.config.to_dict(), "config"),
+            "losses": [float(v) for v in self.losses]}, state_path)
         self.prune_snapshots()
         return weights_path, state_path
+
+    def prepare_snapshot_folder(self):
+        """Make the snapshot folder now (not after hours of training) and remove the
+        temp files that killed runs left there (<prefix>_iter_N.*.tmp<pid> of a
+        process that is gone). An OutputError names a folder that cannot be made."""
+        folder = os.path.dirname(os.path.abspath(self.snapshot_prefix))
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as e:
+            raise output_error(folder, e, "make the snapshot folder") from None
+        pattern = re.compile(re.escape(os.path.basename(self.snapshot_prefix)) +
+                             r"_iter_\d+\.(weights|solverstate)\.tmp(\d+)$")
+        for name in os.listdir(folder):
+            match = pattern.match(name)
+            if match and not _process_alive(int(match.group(2))):
+                try:
+                    os.remove(os.path.join(folder, name))
+                    log.info("Removed %s, left by a run that was killed", name)
+                except OSError as e:
+                    log.warning("cannot remove the orphan temp file %s: %s", name, e.strerror)
+
+    def _check_finite_weights(self):
+        named = [(name, p.detach()) for p, _, _, name in self.net.learnable_params()]
+        if math.isfinite(float(guard.global_norm([t for _, t in named]))):
+            return
+        bad = guard.nonfinite_in_backward_order(named)
+        if bad:
+            weights_path, _ = self.snapshot_paths()
+            raise TrainingDiverged(
+                f"Iteration {self.step}: refusing to write {weights_path}: the weights of "
+                f"{guard.describe_param(self.net, bad[0])} are non-finite ({len(bad)} of "
+                f"{len(named)} parameter blobs); the earlier snapshots are intact")
 
     def prune_snapshots(self):
         keep = self.config.keep_snapshots
@@ -350,15 +429,7 @@ class Solver:
 
     def restore(self, state_path):
         """Continue from a .solverstate: weights, history, step and random states."""
-        try:
-            # Our own file: it holds numpy and python random states beside tensors.
-            payload = torch.load(state_path, map_location="cpu", weights_only=False)
-        except FileNotFoundError:
-            raise ConfigError(f"{state_path}: no such solver state") from None
-        except Exception as e:
-            raise ConfigError(f"{state_path}: not a readable solver state: {e}") from None
-        if not isinstance(payload, dict) or payload.get("format") != STATE_FORMAT:
-            raise ConfigError(f"{state_path}: not a pyfrcnn .solverstate file")
+        payload = solverstate.read(state_path)
         if payload["type"] != self.config.type:
             raise ConfigError(f"{state_path}: written by a {payload['type']} solver, "
                               f"the solver file says type: {self.config.type}")
@@ -369,7 +440,7 @@ class Solver:
         self.losses.extend(payload.get("losses", []))
         ranks = payload["ranks"]
         if len(ranks) == self.world_size:
-            self._restore_rank_state(ranks[self.rank])
+            solverstate.restore_rank_state(ranks[self.rank], self.net, self.device, state_path)
         else:
             log.warning("%s was written by %d process(es), this run has %d: random and "
                         "data states are not restored", state_path, len(ranks), self.world_size)
@@ -379,13 +450,16 @@ class Solver:
                 log.info("Resuming with %s changed: %r -> %r", key, old, new)
         log.info("Resumed from %s at iteration %d", state_path, self.step)
 
-    def _restore_rank_state(self, state):
-        torch.set_rng_state(state["torch"])
-        np.random.set_state(state["numpy"])
-        random.setstate(state["python"])
-        if "cuda" in state and self.device.type == "cuda":
-            torch.cuda.set_rng_state(state["cuda"], self.device)
-        self.net.restore_state(state["net"])
+def _process_alive(pid):
+    if pid == os.getpid():
+        return False  # our own name, left by an earlier run with our pid: not in use now
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 # -- command line --------------------------------------------------------------
@@ -500,9 +574,11 @@ def run_solve(args):
         if run is not None and run.is_main and run.resume_hint():
             raise KeyboardInterrupt(run.resume_hint()) from None
         raise
-    except PyfrcnnError as e:
+    except (PyfrcnnError, OSError) as e:
         if getattr(args, "debug", False):
             raise
+        if isinstance(e, OSError):  # a folder or file of the run that cannot be written
+            e = output_error(e.filename or getattr(args, "out", None) or args.solver, e)
         if undo is not None:  # the run's log is open: the error goes there too
             log.error("%s", e)
         else:

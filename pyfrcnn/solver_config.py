@@ -11,13 +11,15 @@ same strictness.
 """
 
 import dataclasses
+import math
 import os
 
 import yaml
 
-from . import registry
+from . import registry, safe_yaml
 from .errors import ConfigError, did_you_mean
 from .lr_policy import POLICIES
+from .textfile import read_text
 
 SOLVER_TYPES = ("SGD", "Nesterov", "AdaGrad", "RMSProp", "AdaDelta", "Adam")
 SIGNAL_EFFECTS = ("stop", "snapshot", "none")
@@ -77,8 +79,8 @@ SOLVER_KEYS = [
         "rank r of a distributed run uses random_seed + r"),
     Key("weights", "paths", (), "weights file(s) to start from, loaded in order by layer name"),
     Key("device", "str", "auto", "cpu, cuda, cuda:N or auto (cuda when available)"),
-    Key("nan_policy", ("stop", "skip"), "stop", "a NaN or Inf loss stops the run (no snapshot) "
-        "or skips that step's update"),
+    Key("nan_policy", ("stop", "skip"), "stop", "a NaN or Inf loss or gradient norm stops the "
+        "run (no snapshot) or skips that step's update"),
     Key("sigint_effect", SIGNAL_EFFECTS, "stop", "on SIGINT: snapshot and stop, snapshot and "
         "go on, or ignore"),
     Key("sigterm_effect", SIGNAL_EFFECTS, "stop", "on SIGTERM (likewise)"),
@@ -88,6 +90,7 @@ SOLVER_KEYS = [
 ]
 KEYS = {k.name: k for k in SOLVER_KEYS}
 PATH_KINDS = ("path", "paths")
+INT_LIMIT = 2 ** 63 - 1
 
 
 class SolverConfig:
@@ -147,18 +150,8 @@ def _key_lines(node, prefix, lines, where):
 
 def read_yaml(path):
     """(mapping, {key path: line}) of a YAML file; syntax errors give line:col."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read solver file: {e.strerror}") from None
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        at = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else path
-        raise ConfigError(f"{at}: not valid YAML: {getattr(e, 'problem', None) or e}") from None
+    text = read_text(path, "solver file", ConfigError)
+    node, data = safe_yaml.compose(text, path, ConfigError)
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -173,10 +166,7 @@ def parse_override(text):
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"--set {text}: expected key.path=value")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"--set {text}: the value is not valid YAML: {e}") from None
+    value = safe_yaml.load(raw, f"--set {text}: the value", ConfigError) if raw.strip() else None
     return key.strip().split("."), value
 
 
@@ -216,10 +206,14 @@ def _check_type(key, value, at):
     if kind == "int":
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{at}: expected an integer, got {value!r}")
+        if abs(value) > INT_LIMIT:
+            raise ConfigError(f"{at}: {value} does not fit in 64 bits")
         return value
     if kind == "float":
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{at}: expected a number, got {value!r}")
+        if isinstance(value, int) and abs(value) > INT_LIMIT or not math.isfinite(value):
+            raise ConfigError(f"{at}: expected a finite number, got {value!r}")
         return float(value)
     if kind == "bool":
         if not isinstance(value, bool):
@@ -268,6 +262,14 @@ def _check_values(v, at):
                  "warmup_iters"):
         need(v[name] >= 0, name, "must not be negative")
     need(0 < v["warmup_factor"] <= 1, "warmup_factor", "must be in (0, 1]")
+    need(v["random_seed"] < 2 ** 63 - 1024, "random_seed", "must be below 2^63 - 1024 (torch's "
+         "generator takes a signed 64-bit seed; rank r uses random_seed + r)")
+    for name in ("momentum", "momentum2", "rms_decay"):
+        need(v[name] >= 0, name, "must not be negative")
+    if v["type"] in ("Adam", "AdaDelta"):
+        need(v["momentum"] < 1, "momentum", f"must be below 1 for {v['type']}")
+    if v["type"] == "Adam":
+        need(v["momentum2"] < 1, "momentum2", "must be below 1 for Adam")
     need(v["weight_decay"] >= 0, "weight_decay", "must not be negative")
     need(v["delta"] > 0, "delta", "must be positive")
     policy = v["lr_policy"]

@@ -51,6 +51,7 @@ torchvision VGG16
 """
 
 import argparse
+import math
 import os
 
 import numpy as np
@@ -61,6 +62,7 @@ from . import weights_resnet
 from .errors import WeightsError, format_shape
 from .files import WEIGHTS_FORMAT, atomic_torch_save
 from .proto import pyfrcnn_pb2 as pb
+from .textfile import read_bytes
 
 CAFFE_PIXEL_MEANS = (102.9801, 115.9465, 122.7717)  # BGR, py-faster-rcnn's PIXEL_MEANS
 TORCHVISION_MEAN = (0.485, 0.456, 0.406)  # RGB
@@ -96,6 +98,7 @@ _TORCH_MAGICS = (b"PK\x03\x04", b"\x80")
 _V1_TYPES = {"CONVOLUTION": "Convolution", "DECONVOLUTION": "Deconvolution",
              "INNER_PRODUCT": "InnerProduct"}
 _LEGACY_DIMS = ("num", "channels", "height", "width")
+MAX_WEIGHTS_BYTES = 2 ** 36  # 64 GiB
 
 
 # -- .caffemodel -----------------------------------------------------------------------
@@ -154,7 +157,9 @@ def _blob_tensor(blob, what, layer_type, index):
                               index)
     else:
         shape = ()  # Caffe reads a blob without any shape as a scalar
-    count = int(np.prod(shape, dtype=np.int64))
+    if any(d < 0 for d in shape):
+        raise WeightsError(f"{what}: shape {format_shape(shape)} has a negative dimension")
+    count = math.prod(shape)  # Python ints: dims that overflow 64 bits cannot wrap to a match
     if count != values.size:
         raise WeightsError(f"{what}: shape {format_shape(shape)} holds {count} values, the file "
                            f"gives {values.size}")
@@ -246,9 +251,7 @@ def read_any(path, pixel_means=CAFFE_PIXEL_MEANS):
         return FORMAT_CAFFEMODEL, layers, meta, skipped
     payload = _torch_load(path)
     if isinstance(payload, dict) and payload.get("format") == WEIGHTS_FORMAT:
-        if not isinstance(payload.get("layers"), dict):
-            raise WeightsError(f"{path}: a pyfrcnn weights file without its 'layers' dict")
-        return WEIGHTS_FORMAT, payload["layers"], dict(payload.get("meta") or {}), {}
+        return WEIGHTS_FORMAT, _checked_layers(payload, path), _checked_meta(payload, path), {}
     if isinstance(payload, dict) and "features.0.weight" in payload:
         layers, skipped = vgg16_from_state_dict(payload, path, pixel_means)
         meta = {"source_format": FORMAT_TORCHVISION_VGG16,
@@ -269,6 +272,38 @@ def read_any(path, pixel_means=CAFFE_PIXEL_MEANS):
                        "torchvision's VGG16 or ResNet-50 state_dict")
 
 
+def _checked_layers(payload, path):
+    """The {layer: [float tensors]} of our weights format, each entry checked."""
+    layers = payload.get("layers")
+    if not isinstance(layers, dict):
+        raise WeightsError(f"{path}: a pyfrcnn weights file without its 'layers' dict")
+    for name, blobs in layers.items():
+        if not isinstance(name, str) or not name:
+            raise WeightsError(f"{path}: layer name {name!r} is not a non-empty string")
+        if not isinstance(blobs, (list, tuple)):
+            raise WeightsError(f"{path}: layer '{name}': expected a list of tensors, got a "
+                               f"{type(blobs).__name__}")
+        for i, blob in enumerate(blobs):
+            if not torch.is_tensor(blob) or not blob.is_floating_point():
+                raise WeightsError(f"{path}: layer '{name}' blob {i}: expected a float tensor, "
+                                   f"got {type(blob).__name__ if not torch.is_tensor(blob) else blob.dtype}")
+    return {name: list(blobs) for name, blobs in layers.items()}
+
+
+def _checked_meta(payload, path):
+    meta = payload.get("meta") or {}
+    if not isinstance(meta, dict):
+        raise WeightsError(f"{path}: entry 'meta' must be a dict, got a {type(meta).__name__}")
+    classes = meta.get("classes")
+    if classes is not None and not (isinstance(classes, (list, tuple)) and
+                                    all(isinstance(c, str) for c in classes)):
+        raise WeightsError(f"{path}: meta entry 'classes' must be a list of names")
+    for key in ("detection", "data"):
+        if meta.get(key) is not None and not isinstance(meta[key], dict):
+            raise WeightsError(f"{path}: meta entry '{key}' must be a dict")
+    return dict(meta)
+
+
 def convert(in_path, out_path, pixel_means=CAFFE_PIXEL_MEANS):
     """Write the weights of any format to out_path in ours; return
     (format, layers, meta, skipped) as read_any."""
@@ -281,13 +316,12 @@ def convert(in_path, out_path, pixel_means=CAFFE_PIXEL_MEANS):
 
 
 def _read_bytes(path, size=-1):
-    try:
-        with open(path, "rb") as f:
-            return f.read(size)
-    except FileNotFoundError:
-        raise WeightsError(f"{path}: no such weights file") from None
-    except OSError as e:
-        raise WeightsError(f"{path}: cannot read the weights file: {e.strerror or e}") from None
+    """The file's bytes (the first `size`); a missing file, a folder or a device
+    such as /dev/zero is a WeightsError."""
+    if size < 0:
+        return read_bytes(path, "weights file", WeightsError, limit=MAX_WEIGHTS_BYTES)
+    data = read_bytes(path, "weights file", WeightsError, limit=MAX_WEIGHTS_BYTES, head=size)
+    return data
 
 
 def _torch_load(path):

@@ -15,12 +15,12 @@ cache_dir under a key made of the JSON file's path, size and mtime.
 """
 
 import collections
-import json
 import logging
 import numbers
 import os
 
 from pyfrcnn.errors import DataError
+from pyfrcnn.textfile import read_json
 
 from . import cache
 from .base import BACKGROUND, RecordBuilder
@@ -58,13 +58,7 @@ def open_coco(annotation_file, image_folder, cache_dir=None, name=None, strict=F
 
 
 def _read_json(path):
-    try:
-        with open(path, "rb") as f:
-            return json.load(f)
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}:{e.lineno}:{e.colno}: not valid JSON: {e.msg}") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: cannot read the annotation file: {e}") from None
+    return read_json(path, "annotation file", DataError)
 
 
 def _number(value):

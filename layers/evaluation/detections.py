@@ -18,6 +18,7 @@ import math
 import os
 
 from pyfrcnn.errors import DataError, did_you_mean
+from pyfrcnn.textfile import read_json
 
 KEYS = ("image_id", "class", "bbox", "score")
 SHOWN = 5  # unknown names listed in an error message
@@ -82,15 +83,7 @@ def read_detections(path):
     """The records of a detections file, each checked; a DataError names the
     file and the first bad record."""
     path = os.fspath(path)
-    try:
-        with open(path, encoding="utf-8") as f:
-            records = json.load(f)
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such detections file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: cannot read the detections file: {e}") from None
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}:{e.lineno}:{e.colno}: not valid JSON: {e.msg}") from None
+    records = read_json(path, "detections file", DataError)
     if not isinstance(records, list):
         raise DataError(f"{path}: expected a JSON list of detections, got a "
                         f"{type(records).__name__}")
