@@ -16,8 +16,10 @@ from .errors import ConfigError, PyfrcnnError
 
 
 # -- devices -----------------------------------------------------------------------
-def device_name(text):
-    """argparse type of --device: 'auto', or a name torch.device accepts."""
+def check_device_name(text):
+    """'auto', or a name torch.device accepts; else a ConfigError (checked when
+    the command runs, so that it is one line with exit status 1, as any bad
+    value, not argparse's usage message)."""
     import torch
 
     if text == "auto":
@@ -25,15 +27,14 @@ def device_name(text):
     try:
         torch.device(text)
     except (RuntimeError, ValueError):
-        raise argparse.ArgumentTypeError(
-            f"'{text}' is not a device (auto, cpu, cuda or cuda:N)") from None
+        raise ConfigError(f"device '{text}': expected cpu, cuda, cuda:N or auto") from None
     return text
 
 
 def add_device_argument(parser, default="auto", what="the net"):
     """--device (default auto) and --gpu N (= --device cuda:N), exclusive."""
     group = parser.add_mutually_exclusive_group()
-    group.add_argument("--device", type=device_name, default=None,
+    group.add_argument("--device", default=None,
                        help=f"where {what} runs: auto (cuda when available), cpu, cuda or "
                        f"cuda:N (default {default})")
     group.add_argument("--gpu", type=int, metavar="N", default=None,
@@ -50,7 +51,7 @@ def device_from_args(args, default=None):
         return f"cuda:{gpu}"
     device = getattr(args, "device", None)
     if device:
-        return device
+        return check_device_name(device)
     return default if default is not None else getattr(args, "_device_default", "auto")
 
 
@@ -78,17 +79,9 @@ def resolve_device(name, local_rank=None):
 
 
 # -- overrides and data ---------------------------------------------------------------
-def override_text(text):
-    """argparse type of --set: KEY.PATH=VALUE."""
-    key, sep, _ = text.partition("=")
-    if not sep or not key.strip():
-        raise argparse.ArgumentTypeError(f"'{text}' is not KEY.PATH=VALUE")
-    return text
-
-
 def add_set_argument(parser, example="max_iter=100", what="a solver file value"):
     parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        type=override_text, metavar="KEY.PATH=VALUE",
+                        metavar="KEY.PATH=VALUE",
                         help=f"override {what} (YAML), e.g. {example}; one per --set, "
                         "repeatable")
 

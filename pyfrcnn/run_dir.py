@@ -159,9 +159,12 @@ class RunFolder:
                     "(<prefix>_iter_<N>.weights and .solverstate) to resume from")
         elif os.path.isfile(resume):
             state = os.path.abspath(resume)
-        else:
-            raise RunFolderError(f"--resume {resume}: no such file or folder (give a "
+        elif os.path.exists(resume):
+            raise RunFolderError(f"--resume {resume}: not a readable solver state (give a "
                                  ".solverstate, a run folder or auto)")
+        else:
+            raise RunFolderError(f"--resume {resume}: no such solver state, file or folder "
+                                 "(give a .solverstate, a run folder or auto)")
         self.resume = state
         folder = os.path.dirname(state)
         if not self.out:

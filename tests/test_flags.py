@@ -68,9 +68,6 @@ def test_a_usage_error_names_the_command_through_the_entry_point(tmp_path):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--debug", "detect", "--net", "n", "--weights", "w", "--device", "gpu0", "x.jpg"],
-     "pyfrcnn detect: error: argument --device: 'gpu0' is not a device"),
-    (["solve", "s.yaml", "--set", "oops"], "pyfrcnn solve: error: argument --set: 'oops'"),
     (["data", "check", "voc_2007_test", "--bogus"],
      "pyfrcnn data check: error: unrecognized arguments: --bogus"),
     (["solve", "s.yaml", "--gpu", "0", "--device", "cpu"],
@@ -80,6 +77,18 @@ def test_usage_errors_name_the_command(argv, message, capsys):
     with pytest.raises(SystemExit) as e:
         cli.main(argv)
     assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["detect", "--net", "n", "--weights", "w", "--device", "gpu0", "x.jpg"],
+     "pyfrcnn detect: error: device 'gpu0': expected cpu, cuda, cuda:N or auto"),
+])
+def test_a_bad_device_is_one_line_naming_the_command(argv, message, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "s.yaml").write_text("train_net: n.prototxt\nbase_lr: 0.1\nmax_iter: 1\n")
+    assert cli.main(argv) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[-1] == message, lines
 
 
 def test_debug_and_quiet_before_or_after_the_command():

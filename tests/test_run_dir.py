@@ -129,7 +129,7 @@ def test_resume_auto_without_a_snapshot_says_so(run_folder, capsys):
     assert status == 1
     assert "--resume auto: empty holds no complete snapshot" in err
     status, err = solve(capsys, "--resume", "nowhere")
-    assert status == 1 and "--resume nowhere: no such file or folder" in err
+    assert status == 1 and "--resume nowhere: no such solver state, file or folder" in err
 
 
 def test_leftovers_of_a_failed_start_are_replaced(run_folder, capsys):

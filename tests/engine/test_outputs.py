@@ -7,6 +7,7 @@ import os
 
 import pytest
 
+import pyfrcnn.files
 import pyfrcnn.net
 from pyfrcnn.errors import OutputError
 from pyfrcnn.net import load_weights_file
@@ -39,7 +40,7 @@ def test_a_failing_snapshot_names_the_file_and_keeps_the_last_one(tmp_path, monk
             raise error
         return real_open(path, mode, *args, **kwargs)
 
-    monkeypatch.setattr(pyfrcnn.net, "open", failing_open, raising=False)
+    monkeypatch.setattr(pyfrcnn.files, "open", failing_open, raising=False)
     with pytest.raises(OutputError, match=rf"s/t_iter_4\.weights: cannot write: {reason}") as e:
         solver.solve()
     assert "\n" not in str(e.value)

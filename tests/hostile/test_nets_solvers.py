@@ -336,7 +336,7 @@ SOLVE_ARGS = [
     ("set_huge_float", ["--set", "base_lr=1e999"], r"base_lr: expected a finite number"),
     ("set_batch_size_zero", ["--set", "detection.TRAIN.BATCH_SIZE=0"], r"BATCH_SIZE: must be at least 1"),
     ("resume_missing", ["--resume", "{tmp}/none.solverstate"], r"none\.solverstate: no such solver state"),
-    ("resume_folder", ["--resume", "{tmp}"], r"not a readable solver state|is a folder"),
+    ("resume_folder", ["--resume", "{tmp}"], r"not a readable solver state|is a folder|holds no complete snapshot"),
     ("resume_dev_zero", ["--resume", "/dev/zero"], r"/dev/zero: not a readable solver state"),
     ("weights_missing", ["--weights", "{tmp}/none.weights"], r"none\.weights: no such weights file"),
     ("out_is_a_file", ["--out", "{tmp}/afile"], r"afile: .*a file stands where a folder is needed"),
