@@ -197,10 +197,13 @@ def scattered_boxes(generator, num, dtype=torch.float32):
     return torch.cat([centre - size / 2, centre + size / 2], 1).to(dtype)
 
 
+@pytest.mark.parametrize("mask_threshold", [0.6, 1.1], ids=["shipped", "always lazy"])
 @pytest.mark.parametrize("threshold", [0.3, 0.4, 0.5, 0.6, 0.7])
 @pytest.mark.parametrize("layout", [proposal_like_boxes, scattered_boxes])
-def test_thousands_of_boxes_match_the_greedy_loop(layout, threshold):
-    # Enough boxes to keep more than LAZY_KEPT (the mask takes over) or few (all lazy).
+def test_thousands_of_boxes_match_the_greedy_loop(layout, threshold, mask_threshold, monkeypatch):
+    # Enough boxes to keep more than LAZY_KEPT (the mask takes over) or few (all lazy);
+    # from MASK_THRESHOLD on the whole mask comes first, so lazy rows are tested there too.
+    monkeypatch.setattr(nms_module, "MASK_THRESHOLD", mask_threshold)
     generator = torch.Generator().manual_seed(int(threshold * 10))
     boxes = layout(generator, 2500)
     scores = torch.rand(2500, generator=generator)
