@@ -5,8 +5,9 @@ runs it two ways, in alternating blocks in one process:
 
 - "solve": Solver.run_step with the solver's hooks around it, as `solve` runs
   it; the data layer's forward (waiting for the loader) is timed apart;
-- "prepared": the same net on blobs taken from the data layer beforehand
-  (forward + backward + update only), the case the torchvision comparison uses.
+- "prepared": the same net on blobs taken from the data layer beforehand (as
+  many as the steps, so the same variety of image sizes), forward + backward +
+  update only: the case the torchvision comparison uses.
 Blocks of --block steps of each kind alternate.
 
 For the prepared step it also prints each layer's forward time and the
@@ -88,7 +89,9 @@ def main(argv=None):
     net = solver.net
     data_layer = net.layers[0]
     timer = LayerTimer(net)
-    cached = prepared_inputs(solver, 16)
+    # As many samples as the solve steps take: images of as many sizes (each new
+    # blob size costs the convolutions a new plan, on both sides alike).
+    cached = prepared_inputs(solver, min(args.warmup + args.steps, 200))
 
     real_forward = data_layer.forward
     feed = {"i": 0}
