@@ -165,7 +165,8 @@ class DisplayHook(HookBase):
 
     The speed is the time per step between two displays, test time left out;
     the ETA uses a moving average of it (weight ETA_SMOOTHING for the latest
-    interval), so it neither starts with the set-up nor jumps between lines."""
+    interval) that leaves out the first interval (it holds the run's set-up),
+    so it neither starts with the set-up nor jumps between lines."""
 
     ETA_SMOOTHING = 0.3
 
@@ -175,9 +176,11 @@ class DisplayHook(HookBase):
         self.stats = []
         self.excluded = 0.0
         self.average = None
+        self.first_interval = True
 
     def before_train(self, solver):
         self.last_time, self.last_step = time.time(), solver.step
+        self.first_interval = True
         self.stats = [s for s in (factory(solver) for factory in STEP_STATS) if s is not None]
 
     def write(self, record):
@@ -195,9 +198,15 @@ class DisplayHook(HookBase):
         seconds_per_step = max(now - self.last_time - self.excluded, 0.0) / steps
         self.last_time, self.last_step, self.excluded = now, solver.step, 0.0
         a = self.ETA_SMOOTHING
-        self.average = seconds_per_step if self.average is None else \
-            a * seconds_per_step + (1 - a) * self.average
-        remaining = (c.max_iter - solver.step) * self.average
+        if self.first_interval:  # it holds the run's set-up (data generation, the first
+            # forward's allocations): shown, but kept out of the average
+            self.first_interval = False
+            speed = seconds_per_step
+        else:
+            self.average = seconds_per_step if self.average is None else \
+                a * seconds_per_step + (1 - a) * self.average
+            speed = self.average
+        remaining = (c.max_iter - solver.step) * speed
         eta = str(datetime.timedelta(seconds=int(remaining)))
         log.info("Iteration %d, loss = %s (%.3g s/iter, eta %s)", last.step,
                  fmt(solver.smoothed_loss), seconds_per_step, eta)

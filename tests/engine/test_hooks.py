@@ -165,3 +165,37 @@ def test_display_eta_leaves_out_test_time_and_is_smoothed(monkeypatch, caplog):
     assert "(1 s/iter, eta 0:01:38)" in etas[1]        # the test's 100 s left out
     # 3 s/iter smoothed: 0.3 * 3 + 0.7 * 1 = 1.6 s/iter, 97 steps left = 155 s
     assert "(3 s/iter, eta 0:02:35)" in etas[2]
+
+
+def test_display_eta_leaves_out_the_set_up(monkeypatch, caplog):
+    """The first interval holds the data generation and the first forward: a
+    60 s first step must not make the ETA of 1 s steps hours long."""
+    import logging
+
+    clock = [1000.0]
+    monkeypatch.setattr(hooks.time, "time", lambda: clock[0])
+
+    class Config:
+        display, max_iter = 10, 1000
+
+    class Last:
+        outputs, rate, grad_norm = {}, 0.1, None
+
+    class FakeSolver:
+        config, loss_weights, smoothed_loss, step = Config, {}, 1.0, 0
+
+        def emit(self, record):
+            pass
+
+    solver, hook = FakeSolver(), hooks.DisplayHook()
+    hook.before_train(solver)
+    with caplog.at_level(logging.INFO, logger="pyfrcnn.solver"):
+        for step in range(21):
+            clock[0] += 60.0 if step == 0 else 1.0
+            solver.last = Last()
+            solver.last.step, solver.step = step, step + 1
+            hook.after_step(solver)
+    etas = [r.getMessage() for r in caplog.records if "eta" in r.getMessage()]
+    assert "(60 s/iter, eta 16:39:00)" in etas[0]  # the set-up, shown as it was
+    assert "(1 s/iter, eta 0:16:29)" in etas[1]    # 989 steps left at 1 s, not 60
+    assert "(1 s/iter, eta 0:16:19)" in etas[2]
