@@ -64,8 +64,10 @@ def resolve_device(name, local_rank=None):
         name = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         device = torch.device(name)
-    except (RuntimeError, ValueError):
-        raise ConfigError(f"device '{name}': not a device (auto, cpu, cuda or cuda:N)") from None
+    except (RuntimeError, TypeError, ValueError):
+        raise ConfigError(f"device '{name}': expected cpu, cuda, cuda:N or auto") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"device '{name}': expected cpu, cuda, cuda:N or auto")
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ConfigError(f"device '{name}': CUDA is not available (use --device cpu)")

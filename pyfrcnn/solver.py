@@ -70,19 +70,12 @@ class StepResult:
 
 
 def resolve_device(name, info=None):
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(name)
-    except (RuntimeError, TypeError):
-        raise ConfigError(f"device '{name}': expected cpu, cuda, cuda:N or auto") from None
-    if device.type not in ("cpu", "cuda"):
-        raise ConfigError(f"device '{name}': expected cpu, cuda, cuda:N or auto")
+    """arguments.resolve_device for rank `info` (None: one process), made the
+    current CUDA device."""
+    from .arguments import resolve_device as resolve
+
+    device = resolve(name, info.local_rank if info else None)
     if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(f"device '{name}': CUDA is not available (use device: cpu)")
-        if device.index is None:
-            device = torch.device("cuda", info.local_rank if info else torch.cuda.current_device())
         torch.cuda.set_device(device)
     return device
 

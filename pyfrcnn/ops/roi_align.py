@@ -37,7 +37,7 @@ from pyfrcnn.ops import _cuda
 # roi_pool's per-thread scratch: the (R·ph·pw) × C product, 100 MB for 128 RoIs
 # of 14×14 at 1024 channels, costs its page faults on every call when fresh
 # (0.39 s against 0.10 s kept, in one check); its limit caps both ops together.
-from pyfrcnn.ops.roi_pool import _SCRATCH
+from pyfrcnn.ops.roi_pool import _SCRATCH, _check, _pair  # the scratch, checks and sizes of roi_pool
 
 ROI_ALIGN_SOURCE = "roi_align.cu"
 
@@ -45,7 +45,7 @@ ROI_ALIGN_SOURCE = "roi_align.cu"
 def roi_align(features, rois, output_size, spatial_scale, sampling_ratio=0, aligned=False):
     """RoIAlign of each RoI of `rois` on `features` into an R×C×ph×pw blob."""
     pooled_h, pooled_w = _pair(output_size)
-    _check(features, rois, pooled_h, pooled_w)
+    _check(features, rois, pooled_h, pooled_w, op="roi_align")
     return _RoIAlign.apply(features, rois, (pooled_h, pooled_w), float(spatial_scale),
                            int(sampling_ratio), bool(aligned))
 
@@ -256,33 +256,3 @@ def roi_align_backward_launch(grad_output, rois, features_shape, spatial_scale, 
             grad)
     kernel = "roi_align_backward_" + _cuda._suffix(grad_output.dtype)
     return grad, _cuda.Launch(ROI_ALIGN_SOURCE, kernel, *_cuda.launch_geometry(kernel, count), args)
-
-
-# -- checks ----------------------------------------------------------------------------
-def _pair(output_size):
-    if isinstance(output_size, int):
-        return output_size, output_size
-    pooled_h, pooled_w = output_size
-    return int(pooled_h), int(pooled_w)
-
-
-def _check(features, rois, pooled_h, pooled_w):
-    if features.dim() != 4:
-        raise ValueError(f"roi_align: features must be N×C×H×W, got shape {tuple(features.shape)}")
-    if rois.dim() != 2 or rois.shape[1] != 5:
-        raise ValueError("roi_align: rois must be R×5 (batch_idx, x1, y1, x2, y2), "
-                         f"got shape {tuple(rois.shape)}")
-    if features.dtype not in (torch.float32, torch.float64):
-        raise TypeError(f"roi_align: features must be float32 or float64, got {features.dtype}")
-    if rois.dtype != features.dtype:
-        raise TypeError(f"roi_align: rois are {rois.dtype} but features are {features.dtype}")
-    if rois.device != features.device:
-        raise ValueError(f"roi_align: rois are on {rois.device} but features are on {features.device}")
-    if pooled_h < 1 or pooled_w < 1:
-        raise ValueError(f"roi_align: output size must be positive, got {pooled_h}×{pooled_w}")
-    if rois.shape[0]:
-        batch = rois[:, 0].long()
-        low, high = int(batch.min()), int(batch.max())
-        if low < 0 or high >= features.shape[0]:
-            raise ValueError(f"roi_align: RoI batch index {low if low < 0 else high} "
-                             f"is outside the {features.shape[0]} images of the batch")

@@ -376,20 +376,21 @@ def _pair(output_size):
     return int(pooled_h), int(pooled_w)
 
 
-def _check(features, rois, pooled_h, pooled_w):
+def _check(features, rois, pooled_h, pooled_w, op="roi_pool"):
+    """Shapes, dtypes, devices and batch indices of an RoI op's inputs (roi_align's too)."""
     if features.dim() != 4:
-        raise ValueError(f"roi_pool: features must be N×C×H×W, got shape {tuple(features.shape)}")
+        raise ValueError(f"{op}: features must be N×C×H×W, got shape {tuple(features.shape)}")
     if rois.dim() != 2 or rois.shape[1] != 5:
-        raise ValueError("roi_pool: rois must be R×5 (batch_idx, x1, y1, x2, y2), "
+        raise ValueError(f"{op}: rois must be R×5 (batch_idx, x1, y1, x2, y2), "
                          f"got shape {tuple(rois.shape)}")
     if features.dtype not in (torch.float32, torch.float64):
-        raise TypeError(f"roi_pool: features must be float32 or float64, got {features.dtype}")
+        raise TypeError(f"{op}: features must be float32 or float64, got {features.dtype}")
     if rois.dtype != features.dtype:
-        raise TypeError(f"roi_pool: rois are {rois.dtype} but features are {features.dtype}")
+        raise TypeError(f"{op}: rois are {rois.dtype} but features are {features.dtype}")
     if rois.device != features.device:
-        raise ValueError(f"roi_pool: rois are on {rois.device} but features are on {features.device}")
+        raise ValueError(f"{op}: rois are on {rois.device} but features are on {features.device}")
     if pooled_h < 1 or pooled_w < 1:
-        raise ValueError(f"roi_pool: output size must be positive, got {pooled_h}×{pooled_w}")
+        raise ValueError(f"{op}: output size must be positive, got {pooled_h}×{pooled_w}")
     if rois.shape[0] and rois.is_cuda:
         # Read on the host, the check would wait for the GPU at every step; a
         # device-side assert keeps the kernel from reading outside the batch.
@@ -399,5 +400,5 @@ def _check(features, rois, pooled_h, pooled_w):
         batch = rois[:, 0].long()
         low, high = int(batch.min()), int(batch.max())
         if low < 0 or high >= features.shape[0]:
-            raise ValueError(f"roi_pool: RoI batch index {low if low < 0 else high} "
+            raise ValueError(f"{op}: RoI batch index {low if low < 0 else high} "
                              f"is outside the {features.shape[0]} images of the batch")

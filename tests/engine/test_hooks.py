@@ -128,17 +128,20 @@ def test_plot_without_metrics(tmp_path, capsys):
     assert "cannot read metrics" in capsys.readouterr().err
 
 
-def test_display_eta_leaves_out_test_time_and_is_smoothed(monkeypatch, caplog):
-    import logging
+class FakeLast:
+    outputs, rate, grad_norm = {}, 0.1, None
 
+
+def display_on_a_fake_clock(monkeypatch, display, max_iter):
+    """(solver, DisplayHook, clock): a solver stand-in with no net, and time.time
+    reading clock[0]."""
     clock = [1000.0]
     monkeypatch.setattr(hooks.time, "time", lambda: clock[0])
 
     class Config:
-        display, max_iter = 1, 100
+        pass
 
-    class Last:
-        outputs, rate, grad_norm = {}, 0.1, None
+    Config.display, Config.max_iter = display, max_iter
 
     class FakeSolver:
         config, loss_weights, smoothed_loss, step = Config, {}, 1.0, 0
@@ -148,6 +151,14 @@ def test_display_eta_leaves_out_test_time_and_is_smoothed(monkeypatch, caplog):
 
     solver, hook = FakeSolver(), hooks.DisplayHook()
     hook.before_train(solver)
+    return solver, hook, clock
+
+
+def test_display_eta_leaves_out_test_time_and_is_smoothed(monkeypatch, caplog):
+    import logging
+
+    solver, hook, clock = display_on_a_fake_clock(monkeypatch, 1, 100)
+    Last = FakeLast
     seconds = [1.0, 1.0, 3.0]  # per step
     etas = []
     with caplog.at_level(logging.INFO, logger="pyfrcnn.solver"):
@@ -172,23 +183,8 @@ def test_display_eta_leaves_out_the_set_up(monkeypatch, caplog):
     60 s first step must not make the ETA of 1 s steps hours long."""
     import logging
 
-    clock = [1000.0]
-    monkeypatch.setattr(hooks.time, "time", lambda: clock[0])
-
-    class Config:
-        display, max_iter = 10, 1000
-
-    class Last:
-        outputs, rate, grad_norm = {}, 0.1, None
-
-    class FakeSolver:
-        config, loss_weights, smoothed_loss, step = Config, {}, 1.0, 0
-
-        def emit(self, record):
-            pass
-
-    solver, hook = FakeSolver(), hooks.DisplayHook()
-    hook.before_train(solver)
+    solver, hook, clock = display_on_a_fake_clock(monkeypatch, 10, 1000)
+    Last = FakeLast
     with caplog.at_level(logging.INFO, logger="pyfrcnn.solver"):
         for step in range(21):
             clock[0] += 60.0 if step == 0 else 1.0
