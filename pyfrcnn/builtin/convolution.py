@@ -40,38 +40,47 @@ def conv_out(size, kernel, pad, stride, dilation=1):
     return (size + 2 * pad - (dilation * (kernel - 1) + 1)) // stride + 1
 
 
+def read_convolution_param(layer, bottom_shapes):
+    """convolution_param checked against the bottom: sets layer.kernel, pad, stride,
+    dilation (h, w pairs), group, channels and num_output; returns the message.
+    Convolution and Deconvolution share it, as in Caffe's BaseConvolutionLayer."""
+    p = layer.param.convolution_param
+    if p.axis != 1:
+        raise layer.error("only axis 1 (N x C x H x W) is supported")
+    if not p.HasField("num_output") or p.num_output == 0:
+        raise layer.error("convolution_param.num_output must be positive")
+    layer.kernel = spatial_pair(layer, p.kernel_size, p.kernel_h, p.kernel_w,
+                                p.HasField("kernel_h"), p.HasField("kernel_w"), None, "kernel_size",
+                                "kernel")
+    layer.pad = spatial_pair(layer, p.pad, p.pad_h, p.pad_w,
+                             p.HasField("pad_h"), p.HasField("pad_w"), 0, "pad")
+    layer.stride = spatial_pair(layer, p.stride, p.stride_h, p.stride_w,
+                                p.HasField("stride_h"), p.HasField("stride_w"), 1, "stride")
+    layer.dilation = spatial_pair(layer, p.dilation, 0, 0, False, False, 1, "dilation")
+    if min(layer.kernel) < 1 or min(layer.stride) < 1 or min(layer.dilation) < 1:
+        raise layer.error("kernel, stride and dilation must be positive")
+    shape = bottom_shapes[0]
+    if len(shape) != 4:
+        raise layer.error(f"bottom '{layer.param.bottom[0]}' must be 4-D (N x C x H x W), "
+                          f"got {len(shape)}-D")
+    channels, layer.group = shape[1], p.group
+    if channels is None:
+        raise layer.error(f"bottom '{layer.param.bottom[0]}' has an unknown channel count")
+    if layer.group < 1 or channels % layer.group or p.num_output % layer.group:
+        raise layer.error(f"group {layer.group} must divide both the bottom's {channels} channels "
+                          f"and num_output {p.num_output}")
+    layer.channels, layer.num_output = channels, p.num_output
+    return p
+
+
 @register("Convolution")
 class Convolution(Layer):
     num_bottoms = 1
     num_tops = 1
 
     def layer_setup(self, bottom_shapes):
-        p = self.param.convolution_param
-        if p.axis != 1:
-            raise self.error("only axis 1 (N x C x H x W) is supported")
-        if not p.HasField("num_output") or p.num_output == 0:
-            raise self.error("convolution_param.num_output must be positive")
-        self.kernel = spatial_pair(self, p.kernel_size, p.kernel_h, p.kernel_w,
-                                   p.HasField("kernel_h"), p.HasField("kernel_w"), None, "kernel_size",
-                                   "kernel")
-        self.pad = spatial_pair(self, p.pad, p.pad_h, p.pad_w,
-                                p.HasField("pad_h"), p.HasField("pad_w"), 0, "pad")
-        self.stride = spatial_pair(self, p.stride, p.stride_h, p.stride_w,
-                                   p.HasField("stride_h"), p.HasField("stride_w"), 1, "stride")
-        self.dilation = spatial_pair(self, p.dilation, 0, 0, False, False, 1, "dilation")
-        if min(self.kernel) < 1 or min(self.stride) < 1 or min(self.dilation) < 1:
-            raise self.error("kernel, stride and dilation must be positive")
-        shape = bottom_shapes[0]
-        if len(shape) != 4:
-            raise self.error(f"bottom '{self.param.bottom[0]}' must be 4-D (N x C x H x W), "
-                             f"got {len(shape)}-D")
-        channels, self.group = shape[1], p.group
-        if channels is None:
-            raise self.error(f"bottom '{self.param.bottom[0]}' has an unknown channel count")
-        if self.group < 1 or channels % self.group or p.num_output % self.group:
-            raise self.error(f"group {self.group} must divide both the bottom's {channels} channels "
-                             f"and num_output {p.num_output}")
-        self.channels, self.num_output = channels, p.num_output
+        p = read_convolution_param(self, bottom_shapes)
+        channels = self.channels
         self.add_blob((p.num_output, channels // self.group, *self.kernel), p.weight_filler)
         self.bias_term = p.bias_term
         if self.bias_term:

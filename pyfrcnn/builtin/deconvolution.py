@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from ..layer import Layer
 from ..registry import register
-from .convolution import spatial_pair
+from .convolution import read_convolution_param
 
 
 def deconv_out(size, kernel, pad, stride, dilation=1):
@@ -31,32 +31,8 @@ class Deconvolution(Layer):
     num_tops = 1
 
     def layer_setup(self, bottom_shapes):
-        p = self.param.convolution_param
-        if p.axis != 1:
-            raise self.error("only axis 1 (N x C x H x W) is supported")
-        if not p.HasField("num_output") or p.num_output == 0:
-            raise self.error("convolution_param.num_output must be positive")
-        self.kernel = spatial_pair(self, p.kernel_size, p.kernel_h, p.kernel_w,
-                                   p.HasField("kernel_h"), p.HasField("kernel_w"), None, "kernel_size",
-                                   "kernel")
-        self.pad = spatial_pair(self, p.pad, p.pad_h, p.pad_w,
-                                p.HasField("pad_h"), p.HasField("pad_w"), 0, "pad")
-        self.stride = spatial_pair(self, p.stride, p.stride_h, p.stride_w,
-                                   p.HasField("stride_h"), p.HasField("stride_w"), 1, "stride")
-        self.dilation = spatial_pair(self, p.dilation, 0, 0, False, False, 1, "dilation")
-        if min(self.kernel) < 1 or min(self.stride) < 1 or min(self.dilation) < 1:
-            raise self.error("kernel, stride and dilation must be positive")
-        shape = bottom_shapes[0]
-        if len(shape) != 4:
-            raise self.error(f"bottom '{self.param.bottom[0]}' must be 4-D (N x C x H x W), "
-                             f"got {len(shape)}-D")
-        channels, self.group = shape[1], p.group
-        if channels is None:
-            raise self.error(f"bottom '{self.param.bottom[0]}' has an unknown channel count")
-        if self.group < 1 or channels % self.group or p.num_output % self.group:
-            raise self.error(f"group {self.group} must divide both the bottom's {channels} channels "
-                             f"and num_output {p.num_output}")
-        self.channels, self.num_output = channels, p.num_output
+        p = read_convolution_param(self, bottom_shapes)
+        channels = self.channels
         self.add_blob((channels, p.num_output // self.group, *self.kernel), p.weight_filler)
         self.bias_term = p.bias_term
         if self.bias_term:
