@@ -25,7 +25,8 @@ def clip_gradients(grads, clip):
     Returns the norm before clipping (None when not computed)."""
     if clip < 0 or not grads:
         return None
-    norm = math.sqrt(sum(float(g.double().pow(2).sum()) for g in grads))
+    # One read from the device for all of them; summed in Python, in the same order.
+    norm = math.sqrt(sum(torch.stack([g.double().pow(2).sum() for g in grads]).tolist()))
     if norm > clip:
         for g in grads:
             g.mul_(clip / norm)
