@@ -19,8 +19,12 @@ themselves, then only the kept ones are compared with the later boxes that
 they may overlap (the windows below), and those they overlap die. At a low
 threshold most boxes die early, so few rows are ever computed (6000 proposals
 at IoU 0.3 keep 157: 7 ms of CPU time where the full mask took 130 ms).
-Blocks hold 8 boxes while each kept row removes many (the next rows then meet
-fewer doomed boxes), doubling up to 64 while they remove few. Once
+The first DENSE_KEPT kept rows, and all rows while at most DENSE_ALIVE boxes
+are alive, are compared with every box still alive (the alive set, compacted as
+boxes die, shrinks fast at a low threshold); otherwise a window index finds the
+candidates. Blocks hold 8 boxes while each kept row
+removes many (the next rows then meet fewer doomed boxes), doubling up to 64
+while they remove few. Once
 LAZY_KEPT boxes are kept, the rest is cheaper as one mask: suppression_mask
 of the boxes still alive, then greedy_sweep. From MASK_THRESHOLD to 1, where
 few boxes die, the mask of all boxes comes first. Both stages compute every IoU
@@ -57,6 +61,12 @@ TILE_ELEMENTS = 1 << 18
 # few boxes die, so lazy rows would be computed for most of them (the RPN's NMS
 # at 0.7: 1000 proposals 4.4 ms as a mask, 6.6 ms lazily; 12000: 27 against 31).
 MASK_THRESHOLD = 0.6
+# Kept boxes up to which rows are compared with every alive box (no window index),
+# and after that as long as at most DENSE_ALIVE boxes are alive; DENSE_BLOCK alive
+# boxes settle among themselves at a time.
+DENSE_KEPT = 128
+DENSE_ALIVE = 1024
+DENSE_BLOCK = 8
 # Kept boxes after which the CPU path stops computing rows lazily.
 LAZY_KEPT = 512
 # Relative margin on the threshold when pruning candidates.
@@ -134,6 +144,26 @@ def _greedy_keep(sorted_boxes, threshold):
     alive = np.ones(num, dtype=bool)
     keep, kept_count, start, index, size = [], 0, 0, None, 8  # size: of the next block
     with np.errstate(over="ignore", invalid="ignore"):
+        # First, while few are kept, each block's kept rows against every box still
+        # alive, compacted as they die: at low thresholds the alive set shrinks fast
+        # and no window index is worth building (6000 proposals at IoU 0.3: 2 ms,
+        # against 6-8 ms through the windows and 3.5 ms for torchvision's C++ loop).
+        positions = np.arange(num)
+        while positions.size and (kept_count < DENSE_KEPT or positions.size <= DENSE_ALIVE):
+            block = positions[:DENSE_BLOCK]
+            kept = block[_resolve_block(iou_over(block[:, None], block[None, :]))]
+            keep.append(kept)
+            kept_count += kept.size
+            positions = positions[DENSE_BLOCK:]
+            rows = kept[live[kept]]
+            if rows.size and positions.size:
+                hit = iou_over(rows[:, None], positions[None, :]).any(0) & live[positions]
+                positions = positions[~hit]
+        if not positions.size:
+            return np.concatenate(keep) if keep else np.empty(0, dtype=np.int64)
+        alive[:] = False
+        alive[positions] = True
+        start = int(positions[0])
         while start < num:
             rest = np.count_nonzero(alive[start:])
             if rest == 0:

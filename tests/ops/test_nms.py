@@ -197,13 +197,18 @@ def scattered_boxes(generator, num, dtype=torch.float32):
     return torch.cat([centre - size / 2, centre + size / 2], 1).to(dtype)
 
 
+@pytest.mark.parametrize("dense_kept", [0, 128, 10 ** 9], ids=["windows", "shipped", "dense"])
 @pytest.mark.parametrize("mask_threshold", [0.6, 1.1], ids=["shipped", "always lazy"])
 @pytest.mark.parametrize("threshold", [0.3, 0.4, 0.5, 0.6, 0.7])
 @pytest.mark.parametrize("layout", [proposal_like_boxes, scattered_boxes])
-def test_thousands_of_boxes_match_the_greedy_loop(layout, threshold, mask_threshold, monkeypatch):
+def test_thousands_of_boxes_match_the_greedy_loop(layout, threshold, mask_threshold, dense_kept,
+                                                  monkeypatch):
     # Enough boxes to keep more than LAZY_KEPT (the mask takes over) or few (all lazy);
     # from MASK_THRESHOLD on the whole mask comes first, so lazy rows are tested there too.
     monkeypatch.setattr(nms_module, "MASK_THRESHOLD", mask_threshold)
+    monkeypatch.setattr(nms_module, "DENSE_KEPT", dense_kept)
+    if dense_kept == 0:
+        monkeypatch.setattr(nms_module, "DENSE_ALIVE", 0)
     generator = torch.Generator().manual_seed(int(threshold * 10))
     boxes = layout(generator, 2500)
     scores = torch.rand(2500, generator=generator)
@@ -211,9 +216,14 @@ def test_thousands_of_boxes_match_the_greedy_loop(layout, threshold, mask_thresh
     assert torch.equal(nms(boxes, scores, threshold), expected)
 
 
+@pytest.mark.parametrize("dense_kept", [0, 1, 40, 10 ** 9])
 @pytest.mark.parametrize("lazy_kept", [0, 1, 70, 10 ** 9])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_every_hand_over_from_lazy_rows_to_the_mask_keeps_the_same(monkeypatch, lazy_kept, dtype):
+def test_every_hand_over_from_lazy_rows_to_the_mask_keeps_the_same(monkeypatch, lazy_kept,
+                                                                    dense_kept, dtype):
+    # dense rows (every alive box) -> windowed rows -> the mask of the rest
+    monkeypatch.setattr(nms_module, "DENSE_KEPT", dense_kept)
+    monkeypatch.setattr(nms_module, "DENSE_ALIVE", 0 if dense_kept < 10 ** 9 else 10 ** 9)
     monkeypatch.setattr(nms_module, "LAZY_KEPT", lazy_kept)
     generator = torch.Generator().manual_seed(lazy_kept % 97)
     boxes = torch.cat([clustered_boxes(generator, 100, dtype), scattered_boxes(generator, 100, dtype)])
