@@ -7,7 +7,12 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.9",
-    packages=find_packages(include=["pyfrcnn", "pyfrcnn.*", "layers", "layers.*"]),
+    # The Faster R-CNN layers live in layers/ and install as `pyfrcnn_layers`, a name
+    # that a user's own layers.py or layers/ cannot shadow (prototxts keep writing
+    # `layers.roi_data` and py-faster-rcnn's module names: aliases, layers/__init__.py).
+    packages=find_packages(include=["pyfrcnn", "pyfrcnn.*"])
+    + ["pyfrcnn_layers" + p[len("layers"):] for p in find_packages(include=["layers", "layers.*"])],
+    package_dir={"pyfrcnn_layers": "layers"},
     package_data={"pyfrcnn": ["proto/*.proto", "kernels/*.cu"]},
     include_package_data=True,
     install_requires=[
@@ -31,6 +36,6 @@ setup(
     },
     entry_points={
         "console_scripts": ["pyfrcnn = pyfrcnn.cli:main"],
-        "pyfrcnn.plugins": ["faster_rcnn = layers"],
+        "pyfrcnn.plugins": ["faster_rcnn = pyfrcnn_layers"],
     },
 )

@@ -26,9 +26,9 @@ import PIL
 import torch
 from PIL import Image
 
-from layers.datasets.shapes import ShapesConfig, render_image
-from layers.image import image_to_blob, load_image
-from layers.prefetch import Prefetcher
+from pyfrcnn_layers.datasets.shapes import ShapesConfig, render_image
+from pyfrcnn_layers.image import image_to_blob, load_image
+from pyfrcnn_layers.prefetch import Prefetcher
 from machine import cpu_model
 
 MEANS = (102.9801, 115.9465, 122.7717)

@@ -47,9 +47,9 @@ def randomize_weights(net, seed=0):
 def bench_inference(net_path, scale=600, max_size=1000, image_size=(375, 500), iters=5,
                     warmup=1, device="cpu", seed=0):
     """{'ms_per_image', 'median_ms', 'im_detect_ms', 'postprocess_ms', ...} for `net_path`."""
-    from layers.config import DetectionConfig
-    from layers.image import blob_scale
-    from layers.inference import im_detect, postprocess_detections
+    from pyfrcnn_layers.config import DetectionConfig
+    from pyfrcnn_layers.image import blob_scale
+    from pyfrcnn_layers.inference import im_detect, postprocess_detections
     from pyfrcnn.net import Net
 
     cfg = DetectionConfig.from_dict({"TEST": {"SCALES": [scale], "MAX_SIZE": max_size}})

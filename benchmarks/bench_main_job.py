@@ -28,7 +28,7 @@ import time
 
 import torch
 
-from layers.datasets.shapes import MARKER, ShapesConfig, settings_key
+from pyfrcnn_layers.datasets.shapes import MARKER, ShapesConfig, settings_key
 from machine import cpu_model
 
 REPO_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

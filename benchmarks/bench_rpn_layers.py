@@ -21,12 +21,12 @@ import time
 
 import torch
 
-from layers.anchor_target import AnchorTargetLayer
-from layers.anchors import generate_anchors, shift_anchors
-from layers.bbox import bbox_overlaps, bbox_transform_inv, clip_boxes
-from layers.config import DetectionConfig
-from layers.proposal import ProposalLayer
-from layers.proposal_target import ProposalTargetLayer
+from pyfrcnn_layers.anchor_target import AnchorTargetLayer
+from pyfrcnn_layers.anchors import generate_anchors, shift_anchors
+from pyfrcnn_layers.bbox import bbox_overlaps, bbox_transform_inv, clip_boxes
+from pyfrcnn_layers.config import DetectionConfig
+from pyfrcnn_layers.proposal import ProposalLayer
+from pyfrcnn_layers.proposal_target import ProposalTargetLayer
 from pyfrcnn.ops import nms
 from pyfrcnn.proto import pyfrcnn_pb2 as pb
 from machine import cpu_model

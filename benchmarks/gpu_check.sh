@@ -47,19 +47,21 @@ export PYTHONUNBUFFERED=1
 # The Faster R-CNN layers reach the engine through the `pyfrcnn.plugins` entry
 # point, which only an installed distribution declares: without one (a bare
 # checkout on PYTHONPATH) the engine would not know the data and detection
-# sections. So the checkout gets the metadata an install would write, in a
+# sections, and layers/ imports as `pyfrcnn_layers` only once installed. So the
+# checkout gets the metadata an install would write and that name (a link), in a
 # folder of its own on PYTHONPATH (nothing is built or installed).
 meta="${TMPDIR:-/tmp}/pyfrcnn_gpu_meta"
 mkdir -p "$meta/pyfrcnn-0.0.0.dist-info" || exit 2
 printf 'Metadata-Version: 2.1\nName: pyfrcnn\nVersion: 0.0.0\n' \
   >"$meta/pyfrcnn-0.0.0.dist-info/METADATA"
-printf '[console_scripts]\npyfrcnn = pyfrcnn.cli:main\n\n[pyfrcnn.plugins]\nfaster_rcnn = layers\n' \
+printf '[console_scripts]\npyfrcnn = pyfrcnn.cli:main\n\n[pyfrcnn.plugins]\nfaster_rcnn = pyfrcnn_layers\n' \
   >"$meta/pyfrcnn-0.0.0.dist-info/entry_points.txt"
-if ! "$python" -c 'import importlib.metadata as m, sys; sys.exit(not any(e.value == "layers" for e in m.entry_points(group="pyfrcnn.plugins")))' 2>/dev/null; then
+ln -sfn "$repo/layers" "$meta/pyfrcnn_layers"  # the name the layers/ folder installs under
+if ! "$python" -c 'import importlib.metadata as m, sys; sys.exit(not any(e.value == "pyfrcnn_layers" for e in m.entry_points(group="pyfrcnn.plugins")))' 2>/dev/null; then
   export PYTHONPATH="$PYTHONPATH:$meta"
 fi
 
-needs='import google.protobuf, numpy, yaml, PIL, torch; import pyfrcnn.proto.pyfrcnn_pb2, layers'
+needs='import google.protobuf, numpy, yaml, PIL, torch; import pyfrcnn.proto.pyfrcnn_pb2, pyfrcnn_layers'
 if ! "$python" -c "$needs" 2>"$out/setup.log"; then
   if compgen -G "$repo/.gpu_wheels/*.whl" >/dev/null; then
     site="${TMPDIR:-/tmp}/pyfrcnn_gpu_site"

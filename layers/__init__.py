@@ -1,5 +1,6 @@
 """The Faster R-CNN layers of pyfrcnn, loaded by the engine as a plugin
-(entry point `pyfrcnn.plugins`).
+(entry point `pyfrcnn.plugins`). The folder is layers/; the package installs as
+`pyfrcnn_layers`, so that a user's own `layers` module cannot shadow it.
 
 Importing this package registers py-faster-rcnn's Python module names as
 aliases of ours (so its prototxts build unmodified), the `detection` and
@@ -13,14 +14,18 @@ from pyfrcnn import hooks, registry
 from .config import DetectionConfig
 from .datasets.config import validate_data_config
 
+# The Python layers' modules under the names prototxts give them: py-faster-rcnn's,
+# and `layers.<module>` (this folder's name; the package installs as pyfrcnn_layers).
 PY_FASTER_RCNN_MODULES = {
-    "rpn.anchor_target_layer": "layers.anchor_target",
-    "rpn.proposal_layer": "layers.proposal",
-    "rpn.proposal_target_layer": "layers.proposal_target",
-    "roi_data_layer.layer": "layers.roi_data",
+    "rpn.anchor_target_layer": "pyfrcnn_layers.anchor_target",
+    "rpn.proposal_layer": "pyfrcnn_layers.proposal",
+    "rpn.proposal_target_layer": "pyfrcnn_layers.proposal_target",
+    "roi_data_layer.layer": "pyfrcnn_layers.roi_data",
 }
+PROTOTXT_MODULES = {f"layers.{name}": f"pyfrcnn_layers.{name}"
+                    for name in ("anchor_target", "proposal", "proposal_target", "roi_data")}
 
-for _alias, _module in PY_FASTER_RCNN_MODULES.items():
+for _alias, _module in {**PY_FASTER_RCNN_MODULES, **PROTOTXT_MODULES}.items():
     registry.register_module_alias(_alias, _module)
 
 registry.register_config_section("detection", DetectionConfig.from_dict)

@@ -50,7 +50,7 @@ def _add_data_arguments(parser):
 
 def detection_config(meta, overrides=()):
     """The DetectionConfig of a run: the weights' meta, then `--set` overrides."""
-    from layers.config import DetectionConfig
+    from pyfrcnn_layers.config import DetectionConfig
     from pyfrcnn.solver_config import parse_override
 
     values = json.loads(json.dumps((meta or {}).get("detection") or {}))  # a deep copy
@@ -74,7 +74,7 @@ def load_test_net(net_path, weights_path, overrides=(), device="auto"):
     """(net, detection config, weights meta, bbox_pred stats or None): the test
     net built for any image size, with every weight of the file, on `device`
     (auto: cuda when available)."""
-    from layers.inference import bbox_pred_stats
+    from pyfrcnn_layers.inference import bbox_pred_stats
     from pyfrcnn.arguments import resolve_device
     from pyfrcnn.net import Net, load_weights_file
 
@@ -147,7 +147,7 @@ def _safe_name(text):
 
 
 def _print_result(result):
-    from layers.evaluation import format_table
+    from pyfrcnn_layers.evaluation import format_table
 
     if result.get("summary"):
         print(result["summary"].rstrip())
@@ -182,7 +182,7 @@ def add_test_arguments(parser):
 def trained_shapes_settings(meta):
     """The shapes generator settings of the training run (its weights' meta), so
     `--data shapes:test` means the test split of the data the net was trained on."""
-    from layers.datasets import ShapesConfig
+    from pyfrcnn_layers.datasets import ShapesConfig
 
     values = ((meta or {}).get("data") or {}).get("shapes")
     if not isinstance(values, dict):
@@ -192,9 +192,9 @@ def trained_shapes_settings(meta):
 
 
 def run_test(args):
-    from layers.datasets import open_dataset
-    from layers.evaluation import default_metric, evaluate, result_to_json
-    from layers.evaluation.detections import write_detections, write_voc_results
+    from pyfrcnn_layers.datasets import open_dataset
+    from pyfrcnn_layers.evaluation import default_metric, evaluate, result_to_json
+    from pyfrcnn_layers.evaluation.detections import write_detections, write_voc_results
 
     net, cfg, meta, bbox_stats = load_test_net(args.net, args.weights, args.overrides,
                                                device_from_args(args))
@@ -210,7 +210,7 @@ def run_test(args):
     os.makedirs(out, exist_ok=True)
     metric = args.metric or default_metric(dataset.name)
     if metric == "coco":
-        from layers.evaluation.coco import require_pycocotools
+        from pyfrcnn_layers.evaluation.coco import require_pycocotools
 
         require_pycocotools()  # now, not after hours of detection
     print(f"testing {count} images of {dataset.name} with {args.net} and {args.weights} "
@@ -234,9 +234,9 @@ def run_test(args):
 
 def _detect_all(args, net, cfg, bbox_stats, dataset, classes, count, out, progress):
     """The detection records of the first `count` images (and the --vis drawings)."""
-    from layers.evaluation.draw import draw_detections
-    from layers.image import load_image
-    from layers.inference import im_detect, postprocess_detections, to_records
+    from pyfrcnn_layers.evaluation.draw import draw_detections
+    from pyfrcnn_layers.image import load_image
+    from pyfrcnn_layers.inference import im_detect, postprocess_detections, to_records
 
     records, detect_time, misc_time = [], 0.0, 0.0
     for i in range(count):
@@ -288,9 +288,9 @@ def add_eval_arguments(parser):
 
 
 def run_eval(args):
-    from layers.datasets import open_dataset
-    from layers.evaluation import default_metric, evaluate, result_to_json
-    from layers.evaluation.detections import check_detections, read_detections
+    from pyfrcnn_layers.datasets import open_dataset
+    from pyfrcnn_layers.evaluation import default_metric, evaluate, result_to_json
+    from pyfrcnn_layers.evaluation.detections import check_detections, read_detections
 
     detections = read_detections(args.dets)
     dataset = open_dataset(args.data, root=args.data_root, cache_dir=args.cache_dir)
@@ -390,9 +390,9 @@ def _write_image_detections(path, image_path, im_shape, found):
 
 
 def run_detect(args):
-    from layers.evaluation.draw import draw_detections
-    from layers.image import load_image
-    from layers.inference import detect
+    from pyfrcnn_layers.evaluation.draw import draw_detections
+    from pyfrcnn_layers.image import load_image
+    from pyfrcnn_layers.inference import detect
 
     net, cfg, meta, bbox_stats = load_test_net(args.net, args.weights, args.overrides,
                                                device_from_args(args))

@@ -29,9 +29,9 @@ x2, y2, score) by descending score.
 
 import torch
 
-from layers.bbox import bbox_transform_inv, clip_boxes
-from layers.config import DetectionConfig, TrainConfig
-from layers.image import image_to_blob
+from pyfrcnn_layers.bbox import bbox_transform_inv, clip_boxes
+from pyfrcnn_layers.config import DetectionConfig, TrainConfig
+from pyfrcnn_layers.image import image_to_blob
 from pyfrcnn.errors import NetError
 from pyfrcnn.ops import nms
 

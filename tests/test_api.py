@@ -5,9 +5,9 @@ import pytest
 import torch
 
 import pyfrcnn
-from layers.commands import load_test_net
-from layers.image import load_image
-from layers.inference import detect
+from pyfrcnn_layers.commands import load_test_net
+from pyfrcnn_layers.image import load_image
+from pyfrcnn_layers.inference import detect
 from pyfrcnn.run_dir import RunFolderError, snapshots
 from tests.engine.netlib import write_run
 from tests.layers.evaluation.test_commands import FAST_NET, SMALL, voc, weights  # noqa: F401

@@ -25,8 +25,8 @@ import pytest
 import torch
 from torch import serialization
 
-from layers.config import DetectionConfig
-from layers.inference import im_detect
+from pyfrcnn_layers.config import DetectionConfig
+from pyfrcnn_layers.inference import im_detect
 from pyfrcnn.layer import Layer
 from pyfrcnn.net import Net, load_weights_file
 from pyfrcnn.solver import Solver

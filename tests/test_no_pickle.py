@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from layers.datasets import cache
-from layers.datasets.voc import open_voc
+from pyfrcnn_layers.datasets import cache
+from pyfrcnn_layers.datasets.voc import open_voc
 from pyfrcnn.errors import ConfigError, WeightsError
 from pyfrcnn.net import load_weights_file
 from pyfrcnn.solver import Solver

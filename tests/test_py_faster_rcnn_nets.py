@@ -101,7 +101,7 @@ def assert_trained(outputs):
 
 def coco_param_str_is_read():
     """Whether param_str reads py-faster-rcnn's `!!python/tuple` (the safe YAML loader)."""
-    from layers.anchor_target import AnchorTargetLayer
+    from pyfrcnn_layers.anchor_target import AnchorTargetLayer
     from tests.layers.rpn_helpers import build_layer
 
     try:

@@ -67,7 +67,7 @@ def snapshot_files(solver_path):
 
 
 def shapes_images():
-    from layers.datasets import ShapesConfig
+    from pyfrcnn_layers.datasets import ShapesConfig
 
     settings = ShapesConfig()
     return [f"{split}_{i:06d}.{settings.image_format}" for split in ("train", "test")

@@ -88,10 +88,10 @@ def test_unknown_type_lists_the_known_ones_and_the_closest():
 
 
 def test_py_faster_rcnn_module_names_resolve_to_our_layers():
-    from layers.anchor_target import AnchorTargetLayer
-    from layers.proposal import ProposalLayer
-    from layers.proposal_target import ProposalTargetLayer
-    from layers.roi_data import RoIDataLayer
+    from pyfrcnn_layers.anchor_target import AnchorTargetLayer
+    from pyfrcnn_layers.proposal import ProposalLayer
+    from pyfrcnn_layers.proposal_target import ProposalTargetLayer
+    from pyfrcnn_layers.roi_data import RoIDataLayer
     from pyfrcnn.proto import pyfrcnn_pb2 as pb
 
     for module, name, cls in [("rpn.proposal_layer", "ProposalLayer", ProposalLayer),

@@ -104,7 +104,7 @@ def test_net_path_with_a_brace_is_a_path(tmp_path):
 
 
 def test_py_faster_rcnn_coco_param_str():
-    from layers.proposal import ProposalLayer
+    from pyfrcnn_layers.proposal import ProposalLayer
 
     shapes = [(1, 24, 4, 4), (1, 48, 4, 4), (1, 3)]
     layer, _ = build_layer(ProposalLayer, "'feat_stride': 16 \n'scales': !!python/tuple [4, 8, 16, 32]",
@@ -117,7 +117,7 @@ def test_py_faster_rcnn_coco_param_str():
 
 
 def test_param_str_other_python_tags_are_refused():
-    from layers.proposal import ProposalLayer
+    from pyfrcnn_layers.proposal import ProposalLayer
 
     shapes = [(1, 18, 4, 4), (1, 36, 4, 4), (1, 3)]
     with pytest.raises(NetError, match=r"layer .*param_str.*python/object/apply:os\.system"):

@@ -6,9 +6,9 @@ drawn at random, and the RPN and head outputs rescaled to sensible ranges
 import numpy as np
 import torch
 
-import layers  # noqa: F401  registers the Faster R-CNN layers
-from layers.config import DetectionConfig
-from layers.datasets.shapes import ShapesConfig, render_image
+import pyfrcnn_layers  # noqa: F401  registers the Faster R-CNN layers
+from pyfrcnn_layers.config import DetectionConfig
+from pyfrcnn_layers.datasets.shapes import ShapesConfig, render_image
 from pyfrcnn.net import Net
 from tests.conftest import REPO_DIR
 

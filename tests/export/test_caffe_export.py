@@ -9,9 +9,9 @@ import pytest
 import torch
 from google.protobuf import text_format
 
-from layers.caffe_deploy import opencv_replacements
-from layers.config import DetectionConfig
-from layers.inference import unnormalize_bbox_pred
+from pyfrcnn_layers.caffe_deploy import opencv_replacements
+from pyfrcnn_layers.config import DetectionConfig
+from pyfrcnn_layers.inference import unnormalize_bbox_pred
 from pyfrcnn.caffe_export import (ExportError, blob_chunks, caffemodel_bytes, deploy_prototxt,
                                   write_caffemodel)
 from pyfrcnn.cli import main

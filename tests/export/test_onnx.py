@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from layers.image import image_to_blob
-from layers.inference import detect
-from layers.onnx_export import proposal_export_forward
-from layers.proposal import ProposalLayer
+from pyfrcnn_layers.image import image_to_blob
+from pyfrcnn_layers.inference import detect
+from pyfrcnn_layers.onnx_export import proposal_export_forward
+from pyfrcnn_layers.proposal import ProposalLayer
 from pyfrcnn.net import Net
 from pyfrcnn.onnx_export import OnnxExportError, export_blobs
 from tests.export.netlib import FAST, random_blob, random_net, shapes_images
@@ -41,7 +41,7 @@ def fast_net():
 def fast_onnx(request, fast_net, tmp_path_factory):
     pytest.importorskip("onnx")
     ort = pytest.importorskip("onnxruntime")
-    from layers.onnx_export import export_detector
+    from pyfrcnn_layers.onnx_export import export_detector
 
     net, cfg = fast_net
     cfg = dataclasses.replace(cfg, TEST=dataclasses.replace(cfg.TEST, **request.param))
@@ -78,7 +78,7 @@ def test_onnx_detector_matches_pyfrcnn(fast_onnx):
 def test_onnx_detector_gives_empty_outputs(fast_net, tmp_path):
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
-    from layers.onnx_export import export_detector
+    from pyfrcnn_layers.onnx_export import export_detector
 
     net, cfg = fast_net
     cfg = dataclasses.replace(cfg, TEST=dataclasses.replace(cfg.TEST, SCORE_THRESH=0.999))

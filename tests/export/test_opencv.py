@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from layers.caffe_deploy import opencv_replacements
+from pyfrcnn_layers.caffe_deploy import opencv_replacements
 from pyfrcnn.caffe_export import deploy_prototxt, write_caffemodel
 from tests.export.netlib import FAST, SHAPES_TEST, VGG16, narrow_vgg16, random_blob, random_net
 

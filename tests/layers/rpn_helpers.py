@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from layers.config import DetectionConfig
+from pyfrcnn_layers.config import DetectionConfig
 from pyfrcnn.proto import pyfrcnn_pb2 as pb
 
 

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from layers.anchor_target import AnchorTargetLayer
+from pyfrcnn_layers.anchor_target import AnchorTargetLayer
 from pyfrcnn.errors import NetError
 from pyfrcnn.net import Net
 

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from layers.anchors import AnchorGrid, generate_anchors, shift_anchors
+from pyfrcnn_layers.anchors import AnchorGrid, generate_anchors, shift_anchors
 
 # py-faster-rcnn's generate_anchors() with its defaults (base 16, ratios 0.5 / 1 / 2,
 # scales 8 / 16 / 32), as printed by lib/rpn/generate_anchors.py.

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from layers.bbox import (BBOX_XFORM_CLIP, bbox_coverage, bbox_overlaps, bbox_transform,
+from pyfrcnn_layers.bbox import (BBOX_XFORM_CLIP, bbox_coverage, bbox_overlaps, bbox_transform,
                          bbox_transform_inv, check_boxes, clip_boxes)
 from pyfrcnn.errors import NetError
 

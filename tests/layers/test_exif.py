@@ -3,7 +3,7 @@
 import numpy as np
 from PIL import Image
 
-from layers.image import load_image, oriented_size
+from pyfrcnn_layers.image import load_image, oriented_size
 
 
 def rotated_photo(path):
@@ -31,7 +31,7 @@ def test_load_image_turns_the_image_upright(tmp_path):
 def test_labels_scale_with_the_image():
     from PIL import ImageDraw
 
-    from layers.evaluation.draw import label_font
+    from pyfrcnn_layers.evaluation.draw import label_font
 
     def text_height(size):
         font = label_font(size)

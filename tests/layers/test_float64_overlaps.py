@@ -11,8 +11,8 @@ the label assignment before sampling), independent of layers/.
 import numpy as np
 import torch
 
-from layers.anchor_target import AnchorTargetLayer
-from layers.proposal_target import ProposalTargetLayer
+from pyfrcnn_layers.anchor_target import AnchorTargetLayer
+from pyfrcnn_layers.proposal_target import ProposalTargetLayer
 
 from .rpn_helpers import build_layer
 
@@ -134,8 +134,8 @@ def test_gt_boxes_are_scaled_in_float64_and_rounded_once(tmp_path):
 
     from PIL import Image
 
-    from layers.datasets.roidb import RoidbEntry
-    from layers.roi_data import load_sample
+    from pyfrcnn_layers.datasets.roidb import RoidbEntry
+    from pyfrcnn_layers.roi_data import load_sample
 
     Image.fromarray(np.zeros((353, 500, 3), np.uint8)).save(tmp_path / "im.png")
     corners = np.arange(0, 496, dtype=np.float32)

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from layers.config import DetectionConfig
-from layers.inference import (bbox_pred_stats, detect, im_detect, postprocess_detections,
+from pyfrcnn_layers.config import DetectionConfig
+from pyfrcnn_layers.inference import (bbox_pred_stats, detect, im_detect, postprocess_detections,
                               to_records, unnormalize_bbox_pred)
 
 

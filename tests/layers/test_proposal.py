@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from layers.bbox import BBOX_XFORM_CLIP
-from layers.proposal import ProposalLayer
+from pyfrcnn_layers.bbox import BBOX_XFORM_CLIP
+from pyfrcnn_layers.proposal import ProposalLayer
 from pyfrcnn.errors import NetError
 from pyfrcnn.net import Net
 

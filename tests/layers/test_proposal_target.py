@@ -3,7 +3,7 @@ import collections
 import pytest
 import torch
 
-from layers.proposal_target import GT_JITTER, ProposalTargetLayer
+from pyfrcnn_layers.proposal_target import GT_JITTER, ProposalTargetLayer
 from pyfrcnn.errors import NetError
 from pyfrcnn.net import Net
 

@@ -4,8 +4,8 @@ import os
 import pytest
 import torch
 
-from layers.datasets import open_voc
-from layers.image import image_to_blob, load_image
+from pyfrcnn_layers.datasets import open_voc
+from pyfrcnn_layers.image import image_to_blob, load_image
 from pyfrcnn.errors import DataError, NetError
 from pyfrcnn.net import Net
 
@@ -177,7 +177,7 @@ def test_images_without_objects(tmp_path):
 def test_loader_threads_run_torch_on_one_thread_at_low_priority(voc, monkeypatch):
     """Loader threads must not start a second OpenMP team beside the net's, nor
     change the calling thread's torch threads."""
-    import layers.roi_data as roi_data
+    import pyfrcnn_layers.roi_data as roi_data
 
     seen = []
     inner = roi_data.load_sample
@@ -199,7 +199,7 @@ def test_loader_threads_run_torch_on_one_thread_at_low_priority(voc, monkeypatch
 def test_loader_thread_init_lowers_only_its_own_priority():
     import threading
 
-    from layers.roi_data import loader_thread_init
+    from pyfrcnn_layers.roi_data import loader_thread_init
 
     if not hasattr(threading, "get_native_id") or not hasattr(os, "getpriority"):
         pytest.skip("per-thread priorities are a Linux feature")

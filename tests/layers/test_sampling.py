@@ -1,6 +1,6 @@
 import torch
 
-from layers.sampling import generator_state, make_generator, set_generator_state, subsample
+from pyfrcnn_layers.sampling import generator_state, make_generator, set_generator_state, subsample
 
 
 def test_subsample_draws_k_distinct_members(device):

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from layers.training_stats import DetectionAccuracy
+from pyfrcnn_layers.training_stats import DetectionAccuracy
 from pyfrcnn import hooks
 from pyfrcnn.net import Net
 from tests.conftest import REPO_DIR

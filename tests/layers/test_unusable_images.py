@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from layers import data_check
-from layers.config import DetectionConfig
-from layers.inference import detect, im_detect
+from pyfrcnn_layers import data_check
+from pyfrcnn_layers.config import DetectionConfig
+from pyfrcnn_layers.inference import detect, im_detect
 from pyfrcnn.cli import main
 from pyfrcnn.net import Net
 from tests.conftest import REPO_DIR

@@ -3,7 +3,7 @@ import os
 import numpy as np
 import pytest
 
-from layers.datasets import open_coco, open_dataset
+from pyfrcnn_layers.datasets import open_coco, open_dataset
 from pyfrcnn.errors import DataError
 
 from .fixtures import write_coco

@@ -1,7 +1,7 @@
 import argparse
 import os
 
-from layers import data_check
+from pyfrcnn_layers import data_check
 
 from .fixtures import make_voc, write_image
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 from PIL import Image
 
-from layers.image import blob_scale, image_to_blob, load_image
+from pyfrcnn_layers.image import blob_scale, image_to_blob, load_image
 from pyfrcnn.errors import DataError
 
 RED, GREEN = (255, 0, 0), (0, 128, 0)

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from layers.prefetch import Prefetcher
+from pyfrcnn_layers.prefetch import Prefetcher
 from pyfrcnn.errors import DataError
 
 

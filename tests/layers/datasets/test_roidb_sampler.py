@@ -3,9 +3,9 @@ import collections
 import numpy as np
 import pytest
 
-from layers.datasets import Dataset
-from layers.datasets.roidb import build_roidb, flip_boxes
-from layers.datasets.sampler import Sampler
+from pyfrcnn_layers.datasets import Dataset
+from pyfrcnn_layers.datasets.roidb import build_roidb, flip_boxes
+from pyfrcnn_layers.datasets.sampler import Sampler
 from pyfrcnn.errors import DataError
 
 

@@ -4,9 +4,9 @@ import os
 
 import pytest
 
-from layers.datasets import SHAPE_CLASSES, ShapesConfig, open_dataset
-from layers.datasets import shapes
-from layers.image import load_image
+from pyfrcnn_layers.datasets import SHAPE_CLASSES, ShapesConfig, open_dataset
+from pyfrcnn_layers.datasets import shapes
+from pyfrcnn_layers.image import load_image
 
 SMALL = ShapesConfig(train_images=24, test_images=12)
 

@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-from layers.datasets import DataConfig, ShapesConfig, parse_spec, validate_data_config
+from pyfrcnn_layers.datasets import DataConfig, ShapesConfig, parse_spec, validate_data_config
 from pyfrcnn.errors import ConfigError
 
 

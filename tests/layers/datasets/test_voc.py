@@ -4,7 +4,7 @@ import time
 import numpy as np
 import pytest
 
-from layers.datasets import VOC_CLASSES, open_dataset, open_voc
+from pyfrcnn_layers.datasets import VOC_CLASSES, open_dataset, open_voc
 from pyfrcnn.errors import DataError
 
 from .fixtures import make_voc, voc_xml, write_image
@@ -93,7 +93,7 @@ def test_cache_is_used_and_invalidated_when_a_file_changes(tmp_path, monkeypatch
     open_voc(folder, "train", cache_dir=cache)
     assert len(os.listdir(cache)) == 1
     calls = []
-    import layers.datasets.voc as voc
+    import pyfrcnn_layers.datasets.voc as voc
     real = voc._parse_annotation
     monkeypatch.setattr(voc, "_parse_annotation", lambda *a: calls.append(a) or real(*a))
     assert open_voc(folder, "train", cache_dir=cache).annotation(0)["boxes"][0, 2] == 9

@@ -9,8 +9,8 @@ import sys
 import numpy as np
 import pytest
 
-from layers.evaluation import evaluate
-from layers.evaluation.coco import coco_available, to_coco_box
+from pyfrcnn_layers.evaluation import evaluate
+from pyfrcnn_layers.evaluation.coco import coco_available, to_coco_box
 from pyfrcnn.errors import PyfrcnnError
 
 CLASSES = ["__background__", "person", "car"]
@@ -123,7 +123,7 @@ def test_coco_hand_values():
 
 @pytest.mark.skipif(not coco_available(), reason="pycocotools is not installed")
 def test_a_coco_dataset_is_scored_against_its_own_file(tmp_path):
-    from layers.datasets import open_dataset
+    from pyfrcnn_layers.datasets import open_dataset
 
     gt = copy.deepcopy(COCO_GT)
     for n, image in enumerate(gt["images"]):

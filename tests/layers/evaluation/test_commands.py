@@ -15,8 +15,8 @@ import pytest
 import torch
 from PIL import Image
 
-from layers import commands
-from layers.config import DetectionConfig
+from pyfrcnn_layers import commands
+from pyfrcnn_layers.config import DetectionConfig
 from pyfrcnn.errors import ConfigError, DataError, PyfrcnnError
 
 CLASSES = ["circle", "square", "triangle", "star", "cross"]
@@ -146,8 +146,8 @@ def weights(tmp_path):
 
 
 def test_test_writes_detections_and_scores_them(voc, tmp_path, weights):
-    from layers.datasets import open_dataset
-    from layers.evaluation import evaluate, result_to_json
+    from pyfrcnn_layers.datasets import open_dataset
+    from pyfrcnn_layers.evaluation import evaluate, result_to_json
 
     out = tmp_path / "out"
     status = run("test", ["--net", FAST_NET, "--weights", str(weights), *data_args(voc, tmp_path),

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from layers.evaluation.detections import (check_detections, read_detections, write_detections,
+from pyfrcnn_layers.evaluation.detections import (check_detections, read_detections, write_detections,
                                           write_voc_results)
 from pyfrcnn.errors import DataError
 
@@ -104,7 +104,7 @@ def test_voc_results_files(tmp_path):
 
 
 def test_voc_results_records_are_what_the_results_files_hold(tmp_path):
-    from layers.evaluation.detections import voc_results_records, write_voc_results
+    from pyfrcnn_layers.evaluation.detections import voc_results_records, write_voc_results
 
     classes = ["__background__", "cat", "dog"]
     dets = [{"image_id": "000005", "class": "cat", "bbox": [10.04, 20.06, 99.95, 50.0], "score": 0.98765},

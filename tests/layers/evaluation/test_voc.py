@@ -7,8 +7,8 @@ import random
 import numpy as np
 import pytest
 
-from layers.evaluation import evaluate
-from layers.evaluation.voc import class_ap, evaluate_voc, voc_ap
+from pyfrcnn_layers.evaluation import evaluate
+from pyfrcnn_layers.evaluation.voc import class_ap, evaluate_voc, voc_ap
 
 CLASSES = ["__background__", "cat", "dog", "bird"]
 
@@ -278,7 +278,7 @@ def test_ground_truth_is_scored_as_given_not_clipped():
     # A 100 x 50 object on a 50 x 50 image: the dataset clips it to 50 x 50 for
     # training, voc_eval scores the XML's box. A detection of the clipped box has
     # IoU 2500 / 5000 = 0.5 with the given one: not a match, as in voc_eval.
-    from layers.datasets.base import RecordBuilder
+    from pyfrcnn_layers.datasets.base import RecordBuilder
 
     builder = RecordBuilder()
     builder.add("a", "a.jpg", 50, 50, [[0, 0, 99, 49]], [1], [False])
