@@ -1,17 +1,26 @@
 """AnchorTargetLayer: RPN training labels and regression targets for every anchor.
 
 bottoms:
-  rpn_cls_score   1 x 2A x H x W   only its H and W are read
+  rpn_cls_score   N x 2A x H x W   only its N, H and W are read
   gt_boxes        G x 5            (x1, y1, x2, y2, class) in input-image pixels; G may be 0
-  im_info         1 x 3            (height, width, scale) of the input image
-  data            1 x 3 x h x w    unused (py-faster-rcnn wires it)
+                  (G x 6 for N > 1: the image index last, as roi_data gives it)
+  im_info         N x 3            (height, width, scale) of each input image
+  data            N x 3 x h x w    unused (py-faster-rcnn wires it)
   gt_ishard       G                optional (5th bottom): nonzero marks a hard gt box
   dontcare_areas  D x 4            optional (6th bottom): regions whose anchors are ignored
+                  (D x 5 with G x 6 gt boxes: the image index last)
 tops:
-  rpn_labels                1 x 1 x A*H x W   1 fg, 0 bg, -1 ignored
-  rpn_bbox_targets          1 x 4A x H x W    bbox_transform(anchor, its best gt)
-  rpn_bbox_inside_weights   1 x 4A x H x W    RPN_BBOX_INSIDE_WEIGHTS on positives
-  rpn_bbox_outside_weights  1 x 4A x H x W    1 / #sampled (or RPN_POSITIVE_WEIGHT's scheme)
+  rpn_labels                N x 1 x A*H x W   1 fg, 0 bg, -1 ignored
+  rpn_bbox_targets          N x 4A x H x W    bbox_transform(anchor, its best gt)
+  rpn_bbox_inside_weights   N x 4A x H x W    RPN_BBOX_INSIDE_WEIGHTS on positives
+  rpn_bbox_outside_weights  N x 4A x H x W    1 / #sampled (or RPN_POSITIVE_WEIGHT's scheme)
+
+With N images (or G x 6 gt boxes) each image goes through the one-image forward,
+against its own gt boxes and its own (height, width), in image order from the
+layer's one generator:
+RPN_BATCHSIZE and the outside weights are per image (as py-faster-rcnn and
+detectron2 define them), so SmoothL1Loss's division by N averages the images.
+Splitting the gt rows by image reads their counts on the host (only for N > 1).
 
 Boxes are (x1, y1, x2, y2) with inclusive corners (layers/bbox.py). Anchor a of
 cell (h, w) is row (h*W + w)*A + a of the shifted set (layers/anchors.py); its
@@ -125,28 +134,36 @@ class AnchorTargetLayer(Layer):
                              f"{'x'.join('?' if d is None else str(d) for d in shapes[index])}")
 
         score = shapes[0]
-        if len(score) != 4 or score[0] not in (None, 1) or score[1] not in (None, 2 * a):
-            fail(0, "rpn_cls_score", f"1 x {2 * a} x H x W (2 x {a} anchors)")
-        if len(shapes[1]) != 2 or shapes[1][1] not in (None, 5):
-            fail(1, "gt_boxes", "G x 5")
-        if len(shapes[2]) != 2 or shapes[2][0] not in (None, 1) or shapes[2][1] not in (None, 3):
-            fail(2, "im_info", "1 x 3")
+        if len(score) != 4 or score[1] not in (None, 2 * a):
+            fail(0, "rpn_cls_score", f"{'N' if score[0] is None else score[0]} x {2 * a} x H x W "
+                                     f"(2 x {a} anchors)")
+        if len(shapes[2]) != 2 or shapes[2][1] not in (None, 3) or (
+                None not in (score[0], shapes[2][0]) and score[0] != shapes[2][0]):
+            fail(2, "im_info", f"{'N' if score[0] is None else score[0]} x 3 (N of rpn_cls_score)")
+        one_image = score[0] == 1 or shapes[2][0] == 1
+        if len(shapes[1]) != 2 or shapes[1][1] not in ((None, 5, 6) if one_image else (None, 6)):
+            fail(1, "gt_boxes", "G x 5, or G x 6 (the image index last)" if one_image
+                 else "G x 6 for N > 1 images (x1, y1, x2, y2, class, image index)")
         if len(shapes) > 4:
             ishard, num_gt = shapes[4], shapes[1][0]
             if len(ishard) != 1 or (None not in (ishard[0], num_gt) and ishard[0] != num_gt):
                 fail(4, "gt_ishard", f"a vector of G = {num_gt} flags")
-        if len(shapes) > 5 and (len(shapes[5]) != 2 or shapes[5][1] not in (None, 4)):
-            fail(5, "dontcare_areas", "D x 4")
+        dontcare_width = 4 if shapes[1][1] == 5 else 5
+        if len(shapes) > 5 and (len(shapes[5]) != 2 or shapes[5][1] not in (None, dontcare_width)):
+            fail(5, "dontcare_areas", "D x 4" if dontcare_width == 4 else "D x 5 (the image index last)")
 
     def reshape(self, bottom_shapes):
         self._check_bottoms(bottom_shapes)
         height, width = bottom_shapes[0][2], bottom_shapes[0][3]
         a = self.grid.num_anchors
-        box_shape = (1, 4 * a, height, width)
-        return [(1, 1, None if height is None else a * height, width), box_shape, box_shape, box_shape]
+        n = bottom_shapes[0][0]
+        box_shape = (n, 4 * a, height, width)
+        return [(n, 1, None if height is None else a * height, width), box_shape, box_shape, box_shape]
 
     def forward(self, *bottoms):
         self._check_bottoms([tuple(b.shape) for b in bottoms])
+        if bottoms[2].shape[0] > 1 or bottoms[1].shape[1] == 6:
+            return self._forward_images(*bottoms)
         rpn_cls_score, gt_boxes, im_info = bottoms[:3]
         gt_ishard = bottoms[4] if len(bottoms) > 4 else None
         dontcare_areas = bottoms[5] if len(bottoms) > 5 else None
@@ -188,6 +205,22 @@ class AnchorTargetLayer(Layer):
                 _layout(_unmap(targets, total, inds_inside, 0.0), height, width, a),
                 _layout(_unmap(inside_weights, total, inds_inside, 0.0), height, width, a),
                 _layout(_unmap(outside_weights, total, inds_inside, 0.0), height, width, a))
+
+    def _forward_images(self, rpn_cls_score, gt_boxes, im_info, data, gt_ishard=None,
+                        dontcare_areas=None):
+        """N images (G x 6 gt boxes, D x 5 dontcare areas): each image through the
+        one-image forward, in image order (so the generator draws in that order),
+        the tops stacked along N."""
+        per_image = []
+        for n in range(im_info.shape[0]):
+            mine = gt_boxes[:, 5] == n
+            bottoms = [rpn_cls_score[n:n + 1], gt_boxes[mine, :5], im_info[n:n + 1], data[n:n + 1]]
+            if gt_ishard is not None:
+                bottoms.append(gt_ishard[mine])
+            if dontcare_areas is not None:
+                bottoms.append(dontcare_areas[dontcare_areas[:, 4] == n, :4])
+            per_image.append(self.forward(*bottoms))
+        return tuple(torch.cat(tops) for tops in zip(*per_image))
 
     def _sample(self, labels, train):
         """Disable positives beyond the fg quota, then negatives beyond the batch."""

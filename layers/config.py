@@ -19,7 +19,7 @@ from pyfrcnn.errors import ConfigError, did_you_mean
 class TrainConfig:
     SCALES: tuple = (600,)            # shorter side of training images (one drawn per image)
     MAX_SIZE: int = 1000              # cap on the longer side
-    IMS_PER_BATCH: int = 1            # images per minibatch (end2end: 1)
+    IMS_PER_BATCH: int = 1            # images per forward (py-faster-rcnn end2end: 1; roi_data.py)
     BATCH_SIZE: int = 128             # RoIs per image sampled by proposal_target
     FG_FRACTION: float = 0.25         # at most this share of the RoIs are foreground
     FG_THRESH: float = 0.5            # IoU >= FG_THRESH: foreground RoI

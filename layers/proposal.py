@@ -1,12 +1,16 @@
 """ProposalLayer: object proposals from the RPN's scores and box deltas.
 
 bottoms:
-  rpn_cls_prob_reshape  1 x 2A x H x W   channels 0..A-1 background, A..2A-1 foreground
-  rpn_bbox_pred         1 x 4A x H x W   (dx, dy, dw, dh) of anchor a at channels 4a..4a+3
-  im_info               1 x 3            (height, width, scale) of the input image
+  rpn_cls_prob_reshape  N x 2A x H x W   channels 0..A-1 background, A..2A-1 foreground
+  rpn_bbox_pred         N x 4A x H x W   (dx, dy, dw, dh) of anchor a at channels 4a..4a+3
+  im_info               N x 3            (height, width, scale) of each input image
 tops:
-  rois                  R x 5            (0, x1, y1, x2, y2): batch index 0, then the box
+  rois                  R x 5            (n, x1, y1, x2, y2): the batch index, then the box
   scores                R x 1            optional: the foreground score of each roi
+
+With N images each is processed alone (clipped to its own height and width,
+RPN_PRE_NMS_TOP_N and RPN_POST_NMS_TOP_N per image, as detectron2), and the
+rois come image by image.
 
 Boxes are (x1, y1, x2, y2) with inclusive corners (layers/bbox.py). R is known
 only per forward (at most RPN_POST_NMS_TOP_N, possibly 0).
@@ -57,17 +61,20 @@ class ProposalLayer(Layer):
             raise self.error(f"bottom {index} ({name}) must be {expected}, got "
                              f"{'x'.join('?' if d is None else str(d) for d in shapes[index])}")
 
+        ns = "N" if shapes[0][0] is None else shapes[0][0]
         for index, name, channels in ((0, "rpn_cls_prob_reshape", 2 * a), (1, "rpn_bbox_pred", 4 * a)):
             shape = shapes[index]
-            if len(shape) != 4 or shape[0] not in (None, 1) or shape[1] not in (None, channels):
-                fail(index, name, f"1 x {channels} x H x W ({a} anchors)")
-        for axis in (2, 3):
+            if len(shape) != 4 or shape[1] not in (None, channels):
+                fail(index, name, f"{ns} x {channels} x H x W ({a} anchors)")
+        for axis in (0, 2, 3):
             sizes = shapes[0][axis], shapes[1][axis]
             if None not in sizes and sizes[0] != sizes[1]:
-                fail(1, "rpn_bbox_pred", f"1 x {4 * a} x H x W with the H x W of rpn_cls_prob_reshape "
-                                         f"({shapes[0][2]} x {shapes[0][3]})")
-        if len(shapes[2]) != 2 or shapes[2][0] not in (None, 1) or shapes[2][1] not in (None, 3):
-            fail(2, "im_info", "1 x 3")
+                fail(1, "rpn_bbox_pred", f"{ns} x {4 * a} x H x W with the N x H x W of rpn_cls_prob_reshape "
+                                         f"({shapes[0][0]} x {shapes[0][2]} x {shapes[0][3]})")
+        num = shapes[0][0]
+        if len(shapes[2]) != 2 or shapes[2][1] not in (None, 3) or (
+                None not in (num, shapes[2][0]) and shapes[2][0] != num):
+            fail(2, "im_info", f"{'N' if num is None else num} x 3 (N of rpn_cls_prob_reshape)")
 
     def reshape(self, bottom_shapes):
         self._check_bottoms(bottom_shapes)
@@ -75,6 +82,8 @@ class ProposalLayer(Layer):
 
     def forward(self, rpn_cls_prob, rpn_bbox_pred, im_info):
         self._check_bottoms([tuple(rpn_cls_prob.shape), tuple(rpn_bbox_pred.shape), tuple(im_info.shape)])
+        if rpn_cls_prob.shape[0] > 1:
+            return self._forward_images(rpn_cls_prob, rpn_bbox_pred, im_info)
         section = detection_config(self.config).phase(self.phase)
         device = rpn_cls_prob.device
         a = self.grid.num_anchors
@@ -107,6 +116,15 @@ class ProposalLayer(Layer):
 
         rois = torch.cat([proposals.new_zeros(proposals.shape[0], 1), proposals], dim=1)
         return (rois, scores[:, None])[:len(self.param.top)]
+
+    def _forward_images(self, rpn_cls_prob, rpn_bbox_pred, im_info):
+        """N images: each through the one-image forward, its rois given batch index n."""
+        per_image = []
+        for n in range(rpn_cls_prob.shape[0]):
+            tops = self.forward(rpn_cls_prob[n:n + 1], rpn_bbox_pred[n:n + 1], im_info[n:n + 1])
+            tops[0][:, 0] = n
+            per_image.append(tops)
+        return tuple(torch.cat(tops) for tops in zip(*per_image))
 
 
 __all__ = ["ProposalLayer", "ProposalParams"]

@@ -1,11 +1,12 @@
 """ProposalTargetLayer: sample the Fast R-CNN training RoIs and their targets.
 
 bottoms:
-  rpn_rois              R x 5    (0, x1, y1, x2, y2) from the ProposalLayer
+  rpn_rois              R x 5    (n, x1, y1, x2, y2) from the ProposalLayer
   gt_boxes              G x 5    (x1, y1, x2, y2, class), class in 1..K-1; G may be 0
+                        (G x 6 for several images: the image index n last)
   gt_ishard             G        optional (3rd bottom): nonzero marks a hard gt box
 tops:
-  rois                  S x 5    (0, x1, y1, x2, y2): foreground first, then background
+  rois                  S x 5    (n, x1, y1, x2, y2): foreground first, then background
   labels                S        class of each roi (0 for background), float32
   bbox_targets          S x 4K   normalised (dx, dy, dw, dh) in the 4 columns of its class
   bbox_inside_weights   S x 4K   BBOX_INSIDE_WEIGHTS in those columns, 0 elsewhere
@@ -24,6 +25,11 @@ replacement by the layer's generator (seeded with RNG_SEED), then
 BATCH_SIZE minus those of backgrounds; targets go to each roi's best gt,
 normalised by BBOX_NORMALIZE_MEANS / STDS when
 BBOX_NORMALIZE_TARGETS_PRECOMPUTED.
+
+With G x 6 gt boxes each image n (those of the rpn rois and the gt boxes) is
+sampled alone, in image order from the layer's one generator, against its own
+gt boxes: BATCH_SIZE and FG_FRACTION are per image (as py-faster-rcnn and
+detectron2 define them), and the tops come image by image.
 
 Beyond py-faster-rcnn:
   - TRAIN.ADD_JITTERED_GT also adds a copy of each (easy) gt box shifted by up
@@ -102,8 +108,8 @@ class ProposalTargetLayer(Layer):
 
         if len(shapes[0]) != 2 or shapes[0][1] not in (None, 5):
             fail(0, "rpn_rois", "R x 5")
-        if len(shapes[1]) != 2 or shapes[1][1] not in (None, 5):
-            fail(1, "gt_boxes", "G x 5")
+        if len(shapes[1]) != 2 or shapes[1][1] not in (None, 5, 6):
+            fail(1, "gt_boxes", "G x 5, or G x 6 (the image index last)")
         if len(shapes) > 2:
             ishard, num_gt = shapes[2], shapes[1][0]
             if len(ishard) != 1 or (None not in (ishard[0], num_gt) and ishard[0] != num_gt):
@@ -116,6 +122,8 @@ class ProposalTargetLayer(Layer):
 
     def forward(self, *bottoms):
         self._check_bottoms([tuple(b.shape) for b in bottoms])
+        if bottoms[1].shape[1] == 6:
+            return self._forward_images(*bottoms)
         train = detection_config(self.config).TRAIN
         rpn_rois = bottoms[0].detach().float()
         device = rpn_rois.device
@@ -154,6 +162,26 @@ class ProposalTargetLayer(Layer):
                                                    train.BBOX_INSIDE_WEIGHTS, fg_inds.shape[0])
         rois = torch.cat([boxes.new_zeros(boxes.shape[0], 1), boxes], dim=1)
         return rois, labels, bbox_targets, bbox_inside, (bbox_inside > 0).float()
+
+    def _forward_images(self, rpn_rois, gt_boxes, gt_ishard=None):
+        """G x 6 gt boxes: each image n (that the rpn rois or gt boxes name) through
+        the one-image forward, in image order, its rois given batch index n. The
+        image count is read on the host (only on this path)."""
+        rpn_rois, gt_boxes = rpn_rois.detach(), gt_boxes.detach()
+        num_images = int(max(rpn_rois[:, 0].max().item() if rpn_rois.shape[0] else -1,
+                             gt_boxes[:, 5].max().item() if gt_boxes.shape[0] else -1)) + 1
+        per_image = []
+        for n in range(max(num_images, 1)):
+            mine = gt_boxes[:, 5] == n
+            rois = rpn_rois[rpn_rois[:, 0] == n].clone()
+            rois[:, 0] = 0
+            bottoms = [rois, gt_boxes[mine, :5]]
+            if gt_ishard is not None:
+                bottoms.append(gt_ishard[mine])
+            tops = self.forward(*bottoms)
+            tops[0][:, 0] = n
+            per_image.append(tops)
+        return tuple(torch.cat(tops) for tops in zip(*per_image))
 
     def snapshot_state(self):
         return {"generator": generator_state(self.generator)}

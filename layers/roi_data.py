@@ -1,13 +1,20 @@
-"""RoIDataLayer: one image and its ground truth per forward (py-faster-rcnn's
-roi_data_layer.layer.RoIDataLayer, `type: "Python"`, param_str "'num_classes': 21").
+"""RoIDataLayer: N = TRAIN.IMS_PER_BATCH images and their ground truth per forward
+(py-faster-rcnn's roi_data_layer.layer.RoIDataLayer, `type: "Python"`, param_str
+"'num_classes': 21"; N is 1 in TEST, and 1 by default).
 
 bottoms: none
 tops (by position; name them as you like, give the first 2 to 5):
-  data            1 x 3 x H x W   BGR minus PIXEL_MEANS, scaled (image.py)
-  im_info         1 x 3           (H, W, im_scale)
+  data            N x 3 x H x W   BGR minus PIXEL_MEANS, scaled (image.py)
+  im_info         N x 3           (h, w, im_scale) of each image
   gt_boxes        G x 5           (x1, y1, x2, y2, class) in blob pixels: boxes x im_scale
   gt_ishard       G               1 for objects marked difficult, else 0
   dontcare_areas  D x 4           don't-care regions (COCO crowds) x im_scale
+With N > 1 the images are padded with zeros (after the mean is subtracted, as
+py-faster-rcnn's im_list_to_blob) at the bottom and right to the largest height
+and width, image n keeping its own (h, w) in im_info row n; gt_boxes is G x 6,
+(x1, y1, x2, y2, class, n), and dontcare_areas D x 5, (x1, y1, x2, y2, n): the
+image index goes last, so columns 0..4 mean what they mean for one image. The
+rows come image by image. N = 1 keeps the G x 5 and D x 4 of py-faster-rcnn.
 Boxes are inclusive 0-based pixels (layers/datasets/base.py); all tops are
 float32, on the device of the net (net.to(device) moves the layer's `like`
 buffer). On a GPU the loader threads put each sample in pinned memory and
@@ -30,7 +37,8 @@ Images are loaded and prepared ahead of the net by data.workers threads, at
 most data.prefetch ahead (prefetch.py); the order is the same for any number
 of workers. A sample that fails to load (missing, corrupt, wrong size) is
 skipped with a warning naming its file and counted in `failed_samples`;
-data.max_failures failures in a row stop the run with a DataError.
+data.max_failures failures in a row stop the run with a DataError; with N > 1
+a failed sample skips its batch (the next N are drawn).
 snapshot_state() describes the position after the last sample handed to the
 net (not the read-ahead); restore_state() continues the exact sequence.
 """
@@ -59,7 +67,15 @@ from .prefetch import Prefetcher
 
 log = logging.getLogger(__name__)
 
-TOP_SHAPES = ((1, 3, None, None), (1, 3), (None, 5), (None,), (None, 4))
+
+def top_shapes(n):
+    """The shapes of the five tops for n images a forward."""
+    if n == 1:
+        return ((1, 3, None, None), (1, 3), (None, 5), (None,), (None, 4))
+    return ((n, 3, None, None), (n, 3), (None, 6), (None,), (None, 5))
+
+
+TOP_SHAPES = top_shapes(1)
 
 
 @dataclasses.dataclass
@@ -119,6 +135,40 @@ def load_sample(source, pixel_means, task, pin=False):
     return tuple(t.pin_memory() for t in tops) if pin else tops
 
 
+def batch_samples(samples):
+    """The tops of N > 1 loaded samples as one batch: the images zero-padded to
+    the largest, the gt boxes and dontcare areas with their image index last."""
+    height = max(s[0].shape[2] for s in samples)
+    width = max(s[0].shape[3] for s in samples)
+    data = torch.zeros((len(samples), 3, height, width), dtype=torch.float32)
+    for n, s in enumerate(samples):
+        data[n, :, :s[0].shape[2], :s[0].shape[3]] = torch.as_tensor(s[0])
+    im_info = torch.cat([s[1] for s in samples])
+
+    def indexed(rows, n):
+        return torch.cat([rows, rows.new_full((rows.shape[0], 1), float(n))], dim=1)
+
+    gt_boxes = torch.cat([indexed(s[2], n) for n, s in enumerate(samples)])
+    gt_ishard = torch.cat([s[3] for s in samples])
+    dontcare = torch.cat([indexed(s[4].reshape(-1, 4), n) for n, s in enumerate(samples)])
+    return data, im_info, gt_boxes, gt_ishard, dontcare
+
+
+def load_batch(source, pixel_means, task, pin=False):
+    """The tops of a planned batch of N > 1 samples; a sample that fails fails the
+    batch, its DataError carrying the roidb index (`roidb_index`)."""
+    indices, scales, _ = task
+    samples = []
+    for index, scale in zip(indices, scales):
+        try:
+            samples.append(load_sample(source, pixel_means, (index, scale, None)))
+        except DataError as e:
+            e.roidb_index = index
+            raise
+    tops = batch_samples(samples)
+    return tuple(t.pin_memory() for t in tops) if pin else tops
+
+
 class RoIDataLayer(Layer):
     num_bottoms = 0
     min_tops = 2
@@ -128,9 +178,6 @@ class RoIDataLayer(Layer):
         self.params = parse_param_str(self, getattr(self, "param_str", ""), RoIDataParams)
         self.detection = detection_config(self.config)
         self.data_config = validate_data_config(self.config.get("data"), "data")
-        if self.detection.TRAIN.IMS_PER_BATCH != 1:
-            raise self.error(f"TRAIN.IMS_PER_BATCH is {self.detection.TRAIN.IMS_PER_BATCH}; "
-                             "the end2end data layer gives one image per forward (set it to 1)")
         self._source = None
         self._prefetcher = None
         self._position = None     # sampler state after the last sample handed out
@@ -139,8 +186,13 @@ class RoIDataLayer(Layer):
         # Follows net.to(device), so that forward knows where the tops go.
         self.register_buffer("like", torch.zeros(()), persistent=False)
 
+    @property
+    def ims_per_batch(self):
+        """N: TRAIN.IMS_PER_BATCH in TRAIN, 1 in TEST."""
+        return self.detection.TRAIN.IMS_PER_BATCH if self.phase == "TRAIN" else 1
+
     def reshape(self, bottom_shapes):
-        return TOP_SHAPES[:len(self.param.top)]
+        return top_shapes(self.ims_per_batch)[:len(self.param.top)]
 
     # -- data --------------------------------------------------------------
     def prepare(self):
@@ -190,16 +242,22 @@ class RoIDataLayer(Layer):
                  self.phase)
 
     def _plan(self):
+        """(index, scale, sampler state after) of one image, or with N > 1 the
+        tuples of N indices and scales drawn in turn, and the state after them."""
         sampler = self._source.sampler
-        index, scale = sampler.next()
-        return index, scale, sampler.state()
+        if self.ims_per_batch == 1:
+            index, scale = sampler.next()
+            return index, scale, sampler.state()
+        visits = [sampler.next() for _ in range(self.ims_per_batch)]
+        return tuple(v[0] for v in visits), tuple(v[1] for v in visits), sampler.state()
 
     def forward(self):
         if self._source is None or self._source.phase != self.phase:
             self.prepare()
         device = self.like.device
         if self._prefetcher is None:
-            work = functools.partial(load_sample, self._source, self.detection.PIXEL_MEANS,
+            load = load_sample if self.ims_per_batch == 1 else load_batch
+            work = functools.partial(load, self._source, self.detection.PIXEL_MEANS,
                                      pin=device.type == "cuda")
             self._prefetcher = Prefetcher(self._plan, work, workers=self.data_config.workers,
                                           depth=self.data_config.prefetch, name=f"data-{self.name}",
@@ -211,7 +269,7 @@ class RoIDataLayer(Layer):
             try:
                 tops = slot.result()
             except DataError as e:
-                path = self._source.roidb[slot.task[0]].path
+                path = self._source.roidb[getattr(e, "roidb_index", slot.task[0])].path
                 self.failed_samples[path] += 1
                 failures += 1
                 log.warning("%s: sample skipped: %s", self.describe(), e)
