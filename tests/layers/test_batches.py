@@ -3,10 +3,14 @@ path: the data layer's batch is the single images padded and indexed, and each
 target layer on a batch gives what it gives image by image, fed the same random
 draws (its generator runs through the images in order)."""
 
+import logging
+import os
+
 import pytest
 import torch
 
 from pyfrcnn.cli import main
+from pyfrcnn.net import load_weights_file
 from pyfrcnn.net import Net
 from pyfrcnn_layers.datasets import open_voc
 from pyfrcnn_layers.anchor_target import AnchorTargetLayer
@@ -78,6 +82,18 @@ def test_a_batch_resumes_exactly(voc, workers):
     assert [sample_key(net.forward()) for _ in range(3)] == expected
     net.layers[0].close()
     fresh.layers[0].close()
+
+
+def test_a_failed_sample_skips_its_batch(voc, caplog):
+    with open(os.path.join(voc, "JPEGImages", "sq1.jpg"), "wb") as f:
+        f.write(b"garbage")
+    net = data_net(voc, 2, workers=2)
+    with caplog.at_level(logging.WARNING):
+        batches = [net.forward() for _ in range(6)]
+    net.layers[0].close()
+    assert all(out["data"].shape[0] == 2 for out in batches)
+    assert set(net.layers[0].failed_samples) == {os.path.join(voc, "JPEGImages", "sq1.jpg")}
+    assert "sq1.jpg: cannot read image" in caplog.text
 
 
 # -- target layers -----------------------------------------------------------
@@ -225,3 +241,20 @@ def test_rpn_losses_of_a_batch_normalise_as_caffe():
     assert valid == [32, 32]
     expected = sum(v * cls_loss(rows) for v, rows in zip(valid, images)) / sum(valid)
     assert cls_loss(slice(0, 2)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_training_on_batches_resumes_exactly(tmp_path):
+    def solve(out, *extra):
+        return main(["solve", SHAPES_SOLVER, "--out", str(out), "--set", "test_interval=1000",
+                     "--set", "snapshot=2", "--set", "detection.TRAIN.IMS_PER_BATCH=2",
+                     "--set", "detection.TRAIN.SCALES=[96,128]", "--set", "detection.TRAIN.MAX_SIZE=200",
+                     *tiny_shapes(tmp_path / "cache"), *extra])
+
+    assert solve(tmp_path / "a", "--set", "max_iter=4") == 0
+    assert solve(tmp_path / "b", "--set", "max_iter=2") == 0
+    assert solve(tmp_path / "b", "--set", "max_iter=4",
+                 "--resume", str(tmp_path / "b" / "fast_shapes_iter_2.solverstate")) == 0
+    a = load_weights_file(str(tmp_path / "a" / "fast_shapes_iter_4.weights"))
+    b = load_weights_file(str(tmp_path / "b" / "fast_shapes_iter_4.weights"))
+    assert a.keys() == b.keys()
+    assert all(torch.equal(x, y) for name in a for x, y in zip(a[name], b[name]))
