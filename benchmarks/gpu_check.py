@@ -21,6 +21,9 @@ fails, times out or is missing is recorded and the next one runs:
   time_cli              pyfrcnn time --device cuda on the fast test net
   bench_vs_torchvision  benchmarks/bench_vs_torchvision.py --device cuda --nets vgg16
                         --vgg16-steps 20: the same step beside torchvision's FasterRCNN
+  fast_batches          benchmarks/bench_step.py on the fast net with TRAIN.IMS_PER_BATCH
+                        1, 2 and 4: images/s of the prepared step and of the solve loop
+                        (each step reads its losses back, so the clock sees the GPU's work)
   main_job              pyfrcnn solve solvers/shapes_solver.yaml --device cuda to the end:
                         wall time, mAP, median s/step and images/s of the fast net; it
                         runs last, and the steps before it leave it RESERVE_S seconds
@@ -43,6 +46,7 @@ import argparse
 import datetime
 import json
 import os
+import shlex
 import statistics
 import subprocess
 import sys
@@ -61,7 +65,7 @@ TARGETS = {
 TIMEOUTS = {
     "environment": (60, 30), "cuda_tests": (120, 90), "vgg16_step": (75, 60),
     "vgg16_test": (50, 40), "time_cli": (30, 30), "bench_vs_torchvision": (120, 60),
-    "main_job": (270, 90),
+    "fast_batches": (60, 45), "main_job": (270, 90),
 }
 # Seconds that the steps before the main job leave it, on a GPU (with --cpu):
 # it generates its 1250 shapes images (about a minute), trains 2600 steps and
@@ -203,6 +207,33 @@ class Check:
                 record["result_error"] = f"{path.name}: {e}"
         self.save()
 
+    def fast_batches(self):
+        steps = ["--steps", "2", "--warmup", "1"] if self.cpu else ["--steps", "20", "--warmup", "3"]
+        data = ["--set", f"data.cache_dir={self.out / 'bench_cache'}", "--set",
+                "data.shapes.train_images=16", "--set", "data.shapes.test_images=4",
+                "--set", f"device={self.device}"]
+        if self.cpu:
+            data += ["--set", "detection.TRAIN.SCALES=[64]", "--set", "detection.TRAIN.MAX_SIZE=96"]
+        script = " ; ".join(
+            f"echo N={n} && {shlex.quote(str(self.python))} benchmarks/bench_step.py "
+            f"solvers/shapes_solver.yaml {' '.join(steps)} --block 5 "
+            f"--out {shlex.quote(str(self.out / 'fast_batches'))} "
+            f"--set detection.TRAIN.IMS_PER_BATCH={n} "
+            + " ".join(shlex.quote(str(a)) for a in data)
+            for n in (1, 2, 4))
+        record, stdout = self.run("fast_batches", ["bash", "-c", f"set -e; {script}"])
+        batches, n = {}, None
+        for line in stdout.splitlines():
+            if line.startswith("N="):
+                n = int(line[2:])
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            if n and len(cells) == 3 and cells[0] in ("solve: step", "prepared: step"):
+                key = "solve" if cells[0].startswith("solve") else "prepared"
+                batches.setdefault(str(n), {})[f"{key}_images_per_s"] = round(
+                    1000.0 * n / float(cells[1]), 2)
+        record["images_per_s"] = batches
+        self.save()
+
     def vgg16_test(self):
         net = "prototxt/fast/test.prototxt" if self.cpu else "prototxt/vgg16/test.prototxt"
         sizes = (["--scale", "64", "--max-size", "96", "--image-size", "48x64", "--iters", "2",
@@ -242,6 +273,9 @@ def _figures(name, record):
     if name == "bench_vs_torchvision":
         result = r.get("result")
         return r.get("reason", "") if result is None else json.dumps(result)[:160]
+    if name == "fast_batches":
+        return ", ".join(f"N={n}: {_fmt(v.get('prepared_images_per_s'))} images/s"
+                         for n, v in (r.get("images_per_s") or {}).items())
     if name == "time_cli":
         return f"{_fmt(r.get('forward_backward_ms'))} ms forward-backward"
     if name == "vgg16_test":

@@ -13,7 +13,7 @@ import pytest
 from tests.conftest import REPO_DIR
 
 STEPS = ["environment", "cuda_tests", "vgg16_step", "vgg16_test", "time_cli", "bench_vs_torchvision",
-         "main_job"]
+         "fast_batches", "main_job"]
 
 
 @pytest.mark.slow
@@ -51,6 +51,9 @@ def test_gpu_check_dry_run_on_the_cpu(tmp_path):
     test = steps["vgg16_test"]
     assert test["median_ms"] > 0 and test["device"] == "cpu"
     assert steps["time_cli"]["forward_backward_ms"] > 0
+    batches = steps["fast_batches"]["images_per_s"]
+    assert sorted(batches) == ["1", "2", "4"]
+    assert all(v["prepared_images_per_s"] > 0 and v["solve_images_per_s"] > 0 for v in batches.values())
 
     table = result.stdout.splitlines()
     assert table[-len(STEPS) - 1].startswith("GPU check (cpu)")
