@@ -26,7 +26,7 @@ import time
 import torch
 
 from pyfrcnn.ops import nms, roi_pool
-from machine import cpu_model
+from machine import cpu_model, optional_torchvision
 
 IMAGE_HEIGHT, IMAGE_WIDTH, STRIDE = 600, 1000, 16
 
@@ -129,14 +129,7 @@ def main():
     parser.add_argument("--compare-torchvision", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    torchvision = None
-    if args.compare_torchvision:
-        try:
-            import torchvision
-        except ImportError:
-            print("torchvision is not importable: timing pyfrcnn only")
-    print(f"{cpu_model()}, {torch.get_num_threads()} torch thread(s), torch {torch.__version__}"
-          + (f", torchvision {torchvision.__version__}" if torchvision else ""))
+    torchvision = optional_torchvision(args.compare_torchvision)
     rows = bench_nms(torchvision, args.repeat, args.boxes, args.thresholds)
     if not args.nms_only:
         rows += bench_roi_pool(torchvision, args.repeat)

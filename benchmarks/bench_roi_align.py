@@ -16,7 +16,7 @@ import argparse
 import torch
 
 from bench_ops import STRIDE, proposal_boxes, timed
-from machine import cpu_model
+from machine import optional_torchvision
 from pyfrcnn.ops.roi_align import roi_align
 
 POOLED = (14, 14)
@@ -57,14 +57,7 @@ def main():
     parser.add_argument("--compare-torchvision", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    torchvision = None
-    if args.compare_torchvision:
-        try:
-            import torchvision
-        except ImportError:
-            print("torchvision is not importable: timing pyfrcnn only")
-    print(f"{cpu_model()}, {torch.get_num_threads()} torch thread(s), torch {torch.__version__}"
-          + (f", torchvision {torchvision.__version__}" if torchvision else ""))
+    torchvision = optional_torchvision(args.compare_torchvision)
     rows = bench_roi_align(torchvision, args.repeat)
     width = max(len(row[0]) for row in rows)
     print(f"| {'case':{width}} | {'code':11} | median ms | min ms |")
