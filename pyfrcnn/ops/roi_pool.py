@@ -124,43 +124,61 @@ def roi_pool_forward_cpu(features, rois, pooled_h, pooled_w, spatial_scale, with
         keys, decode, signed_zeros = pixels, None, False
     grid = _bins(rois, pooled_h, pooled_w, spatial_scale, height, width)
     bins = _bin_list(grid, height, width)
-    # Every bin is written: the outputs need no filling.
-    output = features.new_empty(shape)
-    argmax = torch.empty(shape, dtype=torch.int32) if decode else None
-    output_bins = output.view(num_rois, channels, -1).transpose(1, 2)  # (R, ph·pw, C) views
-    argmax_bins = argmax.view(num_rois, channels, -1).transpose(1, 2) if decode else None
-    # Bins go a chunk at a time through buffers allocated once, small enough
-    # to stay in cache (fresh large ones cost page faults).
+    # Bins sorted by level (stable: bin order within a level), so that each level's
+    # bins are one run. They go a chunk of rows at a time through `best`, small
+    # enough to stay in cache, which is decoded when full or at the end: a
+    # chunk may hold the runs of several levels.
+    order = bins["order"]
+    corners = bins["corners"][:, order]  # pixel rows of the windows' corners, sorted
     step = max(1, CHUNK_ELEMENTS // channels)
-    best, other = torch.empty((2, step, channels), dtype=keys.dtype)
-    value = torch.empty((step, channels), dtype=features.dtype)
-    index = torch.empty((step, channels), dtype=torch.int32)
-    work = torch.empty((step, channels), dtype=torch.int64)
+    best = torch.empty((step, channels), dtype=keys.dtype)
+    scratch = torch.empty((step, channels), dtype=keys.dtype)
+    # Results in sorted order, (R·ph·pw)×C; back in bin order and R×C×ph×pw at the end.
+    values = features.new_empty((num_rois * pooled_h * pooled_w, channels))
+    indices = torch.empty(values.shape, dtype=torch.int32) if decode else None
+    work = torch.empty((step, channels), dtype=torch.int64) if decode else None
+    filled = {"first": 0, "count": 0}  # sorted bins held in `best`
+
+    def flush():
+        first, size = filled["first"], filled["count"]
+        done = slice(first, first + size)
+        if decode is None:
+            values[done] = best[:size]
+        elif size:
+            decode(best[:size], values[done], indices[done], work[:size])
+        filled["first"], filled["count"] = first + size, 0
+
     for level_h, level_w, table in _sparse_tables(keys.view(num, height, width, channels),
-                                                  bins["levels"]):
-        group = torch.nonzero((bins["level_h"] == level_h) & (bins["level_w"] == level_w))[:, 0]
+                                                  list(bins["runs"])):
+        run_start, run_size = bins["runs"][level_h, level_w]
         # Corners are (top, left), (top, right), (bottom, left), (bottom, right);
         # at level 0 a window is the whole bin, and its two corners are one.
         distinct = [y + x for y in ([0, 2] if level_h else [0]) for x in ([0, 1] if level_w else [0])]
-        corners = bins["corners"][distinct][:, group]  # pixel rows of the windows' corners
-        for first in range(0, group.numel(), step):
-            part = group[first:first + step]
-            size = part.numel()
-            top, scratch = best[:size], other[:size]
-            torch.index_select(table, 0, corners[0, first:first + size], out=top)
-            for corner in corners[1:, first:first + size]:
-                torch.maximum(top, torch.index_select(table, 0, corner, out=scratch), out=top)
-            roi, where = bins["roi"][part], bins["bin"][part]
-            if decode is None:
-                output_bins[roi, where] = top
-                continue
-            decode(top, value[:size], index[:size], work[:size])
-            if signed_zeros:  # keys hold 0.0 for -0.0: read zeros back from the map
-                bin_, channel = torch.nonzero(value[:size] == 0).unbind(1)
-                row = bins["batch"][part][bin_] * (height * width) + index[bin_, channel]
-                value[bin_, channel] = pixels[row, channel]
-            output_bins[roi, where] = value[:size]
-            argmax_bins[roi, where] = index[:size]
+        done = 0
+        while done < run_size:
+            if filled["count"] == step:
+                flush()
+            at, size = filled["count"], min(run_size - done, step - filled["count"])
+            part = slice(run_start + done, run_start + done + size)
+            top, other = best[at:at + size], scratch[:size]
+            torch.index_select(table, 0, corners[distinct[0], part], out=top)
+            for corner in distinct[1:]:
+                torch.maximum(top, torch.index_select(table, 0, corners[corner, part], out=other),
+                              out=top)
+            filled["count"] += size
+            done += size
+    flush()
+    if signed_zeros:  # keys hold 0.0 for -0.0: read zeros back from the map
+        bin_, channel = torch.nonzero(values == 0).unbind(1)
+        row = bins["batch"][order[bin_]] * (height * width) + indices[bin_, channel]
+        values[bin_, channel] = pixels[row, channel]
+    inverse = torch.empty_like(order)
+    inverse[order] = torch.arange(order.numel())
+    shape_bins = (num_rois, pooled_h * pooled_w, channels)
+    output = values.index_select(0, inverse).view(shape_bins).transpose(1, 2).reshape(shape)
+    argmax = None
+    if decode:
+        argmax = indices.index_select(0, inverse).view(shape_bins).transpose(1, 2).reshape(shape)
     _caffe_rules(output, argmax, grid["empty"])
     if not with_argmax:
         return output.to(device), None
@@ -281,10 +299,12 @@ def _max_keys(pixels, plane_size, finite=False):
 
 
 def _bin_list(grid, height, width):
-    """Every bin (R·ph·pw of them) as a flat list: its RoI, its number within the
-    RoI, whether it is empty, and the sparse-table level and the four corner
-    pixel rows (see _sparse_tables) whose windows cover exactly the bin.
-    Empty bins get clamped, valid corners; their result is thrown away."""
+    """Every bin (R·ph·pw of them, in order) as a flat list: its image, the four
+    corner pixel rows (see _sparse_tables) whose windows of the bin's
+    sparse-table level cover exactly the bin; `order`, the bins sorted by
+    level (stable), and `runs`, {(level_h, level_w): (first, count)} of each
+    level's run in that order. Empty bins get clamped, valid corners; their
+    result is thrown away."""
     h_lo, h_hi, w_lo, w_hi = grid["h_lo"], grid["h_hi"], grid["w_lo"], grid["w_hi"]
     num_rois, pooled_h = h_lo.shape
     pooled_w = w_lo.shape[1]
@@ -296,15 +316,15 @@ def _bin_list(grid, height, width):
     image_row = grid["batch"][:, None, None] * height
     corners = torch.stack([((image_row + y[:, :, None]) * width + x[:, None, :]).expand(shape)
                            for y in (top, bottom) for x in (left, right)]).reshape(4, -1)
-    level_h = level_h[:, :, None].expand(shape).reshape(-1)
-    level_w = level_w[:, None, :].expand(shape).reshape(-1)
-    pairs = torch.unique(level_h * 64 + level_w).tolist()
-    return {"roi": torch.arange(num_rois).repeat_interleave(pooled_h * pooled_w),
-            "bin": torch.arange(pooled_h * pooled_w).repeat(num_rois),
-            "batch": grid["batch"].repeat_interleave(pooled_h * pooled_w),
-            "empty": grid["empty"].reshape(-1), "corners": corners,
-            "level_h": level_h, "level_w": level_w,
-            "levels": [(pair // 64, pair % 64) for pair in pairs]}
+    level = (level_h[:, :, None] * 64 + level_w[:, None, :]).reshape(-1)
+    order = torch.argsort(level, stable=True)
+    pairs, counts = torch.unique(level, return_counts=True)
+    runs, first = {}, 0
+    for pair, count in zip(pairs.tolist(), counts.tolist()):
+        runs[pair // 64, pair % 64] = (first, count)
+        first += count
+    return {"batch": grid["batch"].repeat_interleave(pooled_h * pooled_w),
+            "corners": corners, "order": order, "runs": runs}
 
 
 def _floor_log2(size):
