@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from ..layer import Layer
+from ..ops.max_pool import max_pool2d
 from ..proto import pyfrcnn_pb2 as pb
 from ..registry import register
 
@@ -132,11 +133,11 @@ class Pooling(Layer):
         far_h = (out_h - 1) * sh + kh - h - ph
         far_w = (out_w - 1) * sw + kw - w - pw
         if self.method == POOL.MAX and len(self.param.top) == 1 and self._torch_windows(h, w, out_h, out_w):
-            return F.max_pool2d(x, (kh, kw), (sh, sw), (ph, pw), ceil_mode=self.round_up)
+            return max_pool2d(x, (kh, kw), (sh, sw), (ph, pw), ceil_mode=self.round_up)
         if self.method == POOL.MAX:
             padded = F.pad(x, (pw, far_w, ph, far_h), value=torch.finfo(x.dtype).min)
             if len(self.param.top) == 1:
-                return F.max_pool2d(padded, (kh, kw), (sh, sw))
+                return max_pool2d(padded, (kh, kw), (sh, sw))
             top, index = F.max_pool2d(padded, (kh, kw), (sh, sw), return_indices=True)
             row = torch.div(index, padded.shape[-1], rounding_mode="floor") - ph
             col = index % padded.shape[-1] - pw
