@@ -36,9 +36,7 @@ needs the overlap along x to exceed t times each width, hence
     log(1/t) wide, only a class and the next one can overlap, and
   - x1 within (1 - t) * the larger width of each other.
 The lazy rows search their own class and both neighbours, x1 on either side.
-For the mask of up to PAIRS_MAX boxes, every box takes its candidates from
-that same window search, and their IoUs are computed at once. For more,
-boxes are ordered by (class, x1); each block of 64 boxes of one class is
+For the mask, boxes are ordered by (class, x1); each block of 64 boxes of one class is
 compared with the x1-windows of its class (later boxes only) and of the next
 class. The windows are taken with a margin, so rounding can only add
 candidates, never lose one; every candidate's IoU is computed exactly.
@@ -73,11 +71,6 @@ DENSE_BLOCK = 8
 LAZY_KEPT = 512
 # Relative margin on the threshold when pruning candidates.
 MARGIN = 1e-3
-# Up to this many boxes the pruned mask takes its candidate pairs from the window
-# index in numpy, with no tiles: fewer, cheaper calls (the RPN's 1000 proposals at
-# 0.7: 1.7-2.2 ms against 2.6-3.1 through the tiles); from about 2000 boxes on the
-# tiles, whose blocks test 64 boxes at once, are faster.
-PAIRS_MAX = 1536
 # 1 << b as int64; 1 << 63 wraps to the sign bit, which is the same 64 bits.
 _BIT = torch.bitwise_left_shift(torch.ones(WORD_BITS, dtype=torch.int64), torch.arange(WORD_BITS))
 
@@ -119,49 +112,11 @@ def suppression_mask(sorted_boxes, iou_threshold):
     words = -(-num // WORD_BITS)
     mask = torch.from_numpy(np.zeros(num * words, dtype=np.int64))  # calloc: zero pages are free
     if threshold < 1:  # an IoU computed by the formula above never exceeds 1
-        pairs = _window_pairs(sorted_boxes, threshold) if num <= PAIRS_MAX else None
-        if pairs is None:
-            pairs = _overlapping_pairs(sorted_boxes, threshold)
-        first, second = (torch.as_tensor(ids) for ids in pairs)
+        first, second = _overlapping_pairs(sorted_boxes, threshold)
         # Pairs are distinct, so adding their bits ORs them; bit 63 wraps to the sign.
         bits = _BIT[second % WORD_BITS]
         mask.index_add_(0, first * words + second // WORD_BITS, bits)
     return mask.numpy().view(np.uint64).reshape(num, words)
-
-
-def _window_pairs(sorted_boxes, threshold):
-    """(i, j) with i < j and IoU(i, j) > threshold, as two int64 arrays: every live
-    box's candidates from one window index, their IoUs computed at once. None when
-    the coordinates are too large for the index's key (the tiles take over)."""
-    data = sorted_boxes.numpy()
-    x1, y1, x2, y2 = (np.ascontiguousarray(data[:, k]) for k in range(4))
-    real = data.dtype.type
-    one = real(1)
-    with np.errstate(over="ignore", invalid="ignore"):
-        width, height = x2 - x1 + one, y2 - y1 + one
-        area = width * height
-        live = (np.isfinite(data).all(1) & (width > 0) & (height > 0)
-                & np.isfinite(width) & np.isfinite(height))
-        try:
-            index = _WindowIndex(x1, width, live, threshold)
-        except OverflowError:
-            return None
-        first, second = index.candidates(index.positions)
-        later = second > first
-        first, second = first[later], second[later]
-        over = _iou_over((x1, y1, x2, y2, area), first, second, real(threshold))
-    return first[over], second[over]
-
-
-def _iou_over(coordinates, i, j, limit):
-    """IoU(i, j) > limit, elementwise over index arrays, in the coordinates' dtype as
-    kernels/nms.cu computes it; coordinates: the arrays x1, y1, x2, y2, area."""
-    x1, y1, x2, y2, area = coordinates
-    one, zero = limit.dtype.type(1), limit.dtype.type(0)
-    iw = np.maximum(np.minimum(x2[i], x2[j]) - np.maximum(x1[i], x1[j]) + one, zero)
-    ih = np.maximum(np.minimum(y2[i], y2[j]) - np.maximum(y1[i], y1[j]) + one, zero)
-    inter = iw * ih
-    return inter / (area[i] + area[j] - inter) > limit
 
 
 def _greedy_keep(sorted_boxes, threshold):
@@ -172,7 +127,7 @@ def _greedy_keep(sorted_boxes, threshold):
     num = data.shape[0]
     x1, y1, x2, y2 = (np.ascontiguousarray(data[:, k]) for k in range(4))
     real = data.dtype.type
-    one, limit = real(1), real(threshold)
+    one, zero, limit = real(1), real(0), real(threshold)
     with np.errstate(over="ignore", invalid="ignore"):
         width, height = x2 - x1 + one, y2 - y1 + one
         area = width * height
@@ -180,7 +135,11 @@ def _greedy_keep(sorted_boxes, threshold):
                 & np.isfinite(width) & np.isfinite(height))
 
     def iou_over(i, j):
-        return _iou_over((x1, y1, x2, y2, area), i, j, limit)
+        """IoU(i, j) > threshold, elementwise over index arrays, as kernels/nms.cu."""
+        iw = np.maximum(np.minimum(x2[i], x2[j]) - np.maximum(x1[i], x1[j]) + one, zero)
+        ih = np.maximum(np.minimum(y2[i], y2[j]) - np.maximum(y1[i], y1[j]) + one, zero)
+        inter = iw * ih
+        return inter / (area[i] + area[j] - inter) > limit
 
     alive = np.ones(num, dtype=bool)
     keep, kept_count, start, index, size = [], 0, 0, None, 8  # size: of the next block
