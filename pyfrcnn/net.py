@@ -41,11 +41,13 @@ def shape_matches(actual, declared):
 class _Step:
     """One entry of Net.forward's pass: a layer with its wiring, or a fused chain."""
 
-    __slots__ = ("layer", "bottoms", "tops", "chain", "is_input", "detach", "checks", "losses")
+    __slots__ = ("layer", "bottoms", "tops", "chain", "is_input", "detach", "checks", "losses",
+                 "channels_last")
 
     def __init__(self, layer, bottoms, tops, chain=None):
         self.layer, self.bottoms, self.tops, self.chain = layer, bottoms, tops, chain
         self.is_input, self.detach, self.checks, self.losses = False, None, [], []
+        self.channels_last = False
 
 
 def _given_shapes(layer, top_shapes, input_shapes, used):
@@ -71,10 +73,17 @@ class Net(torch.nn.Module):
     fixes those of data layers' tops (within what the layer declares).
     `fuse` runs in-place BatchNorm -> Scale (-> ReLU) chains as one op
     (pyfrcnn.fusion); False runs every layer on its own.
+    `channels_last` hands every Convolution its 4-D bottoms in torch's
+    channels-last layout. The blobs keep their N x C x H x W shapes and
+    values; only the memory order changes, and the layers after a
+    convolution (BatchNorm, Scale, ReLU, Pooling, further convolutions)
+    keep it, so a trunk runs channels last from its first convolution on.
+    On the CPU its convolutions and poolings are faster so; they round
+    differently (BENCHMARKS.md, "Training step", says by how much).
     """
 
     def __init__(self, source, phase="TRAIN", stages=(), level=0, config=None,
-                 input_shapes=None, check_shapes=True, fuse=True):
+                 input_shapes=None, check_shapes=True, fuse=True, channels_last=False):
         super().__init__()
         netdef = source if isinstance(source, NetDef) else read_net(source, phase, stages, level)
         self.netdef = netdef
@@ -94,6 +103,7 @@ class Net(torch.nn.Module):
         self._shared = {}  # ParamSpec.name -> (Parameter, owner layer, blob index)
         self._build(dict(input_shapes or {}))
         self._chains = find_chains(self) if fuse else {}
+        self.channels_last = channels_last
 
     # -- building ------------------------------------------------------
     def _build(self, input_shapes):
@@ -233,6 +243,9 @@ class Net(torch.nn.Module):
                     args = [blobs[b] for b in step.bottoms]
                 else:
                     args = [blobs[b].detach() if d else blobs[b] for b, d in zip(step.bottoms, step.detach)]
+                if step.channels_last:
+                    args = [a.contiguous(memory_format=torch.channels_last) if a.dim() == 4 else a
+                            for a in args]
                 outputs = layer.forward(*args)
                 if isinstance(outputs, torch.Tensor):
                     outputs = (outputs,)
@@ -272,6 +285,7 @@ class Net(torch.nn.Module):
                 step.checks = [(i, shape) for i, shape in enumerate(self.top_shapes[index])
                                if shape is not None]
                 step.losses = [(i, w) for i, w in enumerate(layer.loss_weights) if w]
+                step.channels_last = self.channels_last and layer.type == "Convolution"
                 steps.append(step)
                 index += 1
             self.__dict__["_step_list"] = steps

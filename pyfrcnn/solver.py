@@ -131,7 +131,8 @@ class Solver:
 
     def build_net(self):
         c = self.config
-        net = Net(c.train_net, "TRAIN", config=self.run_config, fuse=c.fuse_layers).to(self.device)
+        net = Net(c.train_net, "TRAIN", config=self.run_config, fuse=c.fuse_layers,
+                  channels_last=c.channels_last).to(self.device)
         if net.input_blobs:
             raise ConfigError(f"{c.train_net}: the train net takes input blob(s) "
                               f"{', '.join(net.input_blobs)}; a solver needs data layers")

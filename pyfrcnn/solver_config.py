@@ -67,6 +67,8 @@ SOLVER_KEYS = [
         "multi-tensor groups (the same arithmetic; for checking)"),
     Key("fuse_layers", "bool", True, "run in-place BatchNorm -> Scale (-> ReLU) chains as one "
         "fused op (false: layer by layer, as Caffe)"),
+    Key("channels_last", "bool", False, "run the train net's convolutions (and the layers "
+        "after them) in torch's channels-last memory layout"),
     Key("average_loss", "int", 1, "the displayed loss is the mean over this many steps"),
     Key("display", "int", 0, "log every this many steps (0: never)"),
     Key("snapshot", "int", 0, "snapshot every this many steps (0: only at the end and on signals)"),

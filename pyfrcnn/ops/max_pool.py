@@ -38,18 +38,25 @@ def max_pool2d(x, kernel, stride, padding=(0, 0), ceil_mode=False):
 class _MaxPool2d(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, kernel, stride, padding, ceil_mode):
+        # A blob already channels last stays so (no copy either way).
+        layout = torch.channels_last if _channels_last(x) else torch.contiguous_format
         top, index = torch.ops.aten.max_pool2d_with_indices(
             x.contiguous(memory_format=torch.channels_last), kernel, stride, padding, [1, 1], ceil_mode)
         ctx.geometry = kernel, stride, padding, ceil_mode
         if ctx.needs_input_grad[0]:
-            ctx.save_for_backward(x, index.contiguous())
-        return top.contiguous()
+            ctx.save_for_backward(x, index.contiguous(memory_format=layout))
+        return top.contiguous(memory_format=layout)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
         x, index = ctx.saved_tensors
         kernel, stride, padding, ceil_mode = ctx.geometry
+        layout = torch.channels_last if _channels_last(x) else torch.contiguous_format
         grad_x = torch.ops.aten.max_pool2d_with_indices_backward(
-            grad.contiguous(), x, kernel, stride, padding, [1, 1], ceil_mode, index)
+            grad.contiguous(memory_format=layout), x, kernel, stride, padding, [1, 1], ceil_mode, index)
         return grad_x, None, None, None, None
+
+
+def _channels_last(x):
+    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
