@@ -352,35 +352,46 @@ def _coordinate_table(boxes, slot, size):
 def _candidate_windows(table, layout, loose, slack):
     """One row per block of 64 slots: (block's first slot, start and length of
     its window in its own class, start and length of its window in the next
-    class), the windows holding every slot it may overlap with."""
-    x1 = table[0]
-    counts, class_start = layout["counts"].tolist(), layout["class_start"].tolist()
-    rows = []
-    for cls, count in enumerate(counts):
-        if count == 0:
-            continue
-        start = class_start[cls]
-        mine = x1[start:start + count]
-        widest = float((table[2, start:start + count] - mine + 1).max())
-        blocks = torch.arange(start, start + count, WORD_BITS)
-        first_x = x1[blocks]
-        last_x = x1[torch.clamp(blocks + WORD_BITS - 1, max=start + count - 1)]
-        # Same class: the block's own boxes and later ones within reach.
-        reach = (1 - loose) * widest + slack
-        end = torch.searchsorted(mine, last_x + reach, right=True) + start
-        same = torch.stack([blocks, end - blocks], 1)
-        # Next class: boxes within reach on either side.
-        following = torch.zeros_like(same)
-        if cls + 1 < len(counts) and counts[cls + 1]:
-            next_start, next_count = class_start[cls + 1], counts[cls + 1]
-            theirs = x1[next_start:next_start + next_count]
-            next_widest = float((table[2, next_start:next_start + next_count] - theirs + 1).max())
-            reach = (1 - loose) * max(widest, next_widest) + slack
-            begin = torch.searchsorted(theirs, first_x - reach) + next_start
-            end = torch.searchsorted(theirs, last_x + reach, right=True) + next_start
-            following = torch.stack([begin, end - begin], 1)
-        rows.append(torch.cat([blocks[:, None], same, following], 1))
-    return torch.cat(rows)
+    class), the windows holding every slot it may overlap with.
+
+    All blocks at once: the live boxes in slot order (class, then x1) get one
+    sorted key, class * stride + x1, with a stride beyond the x1 span plus any
+    reach, so that each search stays in the class it asks about; float64 keys,
+    whose rounding the slack covers (as _WindowIndex's)."""
+    counts, class_start = layout["counts"].numpy(), layout["class_start"].numpy()
+    slot = layout["slot"].numpy()
+    x1 = table[0].numpy().astype(np.float64)  # per slot; NaN in the padding
+    width = (table[2] - table[0] + 1).numpy().astype(np.float64)
+    num_classes = counts.size
+    first_of_class = np.cumsum(counts) - counts  # in the compact (unpadded) order
+    box_class = np.repeat(np.arange(num_classes), counts)
+    x1_live = x1[slot]
+    widest = np.zeros(num_classes)
+    np.maximum.at(widest, box_class, width[slot])
+    origin = x1_live.min()
+    stride = x1_live.max() - origin + 2 * ((1 - loose) * widest.max() + slack) + 1
+    keys = box_class * stride + (x1_live - origin)
+    blocks = -(-counts // WORD_BITS)
+    c = np.repeat(np.arange(num_classes), blocks)  # each block's class
+    rank = np.arange(c.size) - np.repeat(np.cumsum(blocks) - blocks, blocks)
+    block = class_start[c] + WORD_BITS * rank
+    first_x = x1[block] - origin
+    last_x = x1[np.minimum(block + WORD_BITS - 1, class_start[c] + counts[c] - 1)] - origin
+    # Same class: the block's own boxes and later ones within reach.
+    reach = (1 - loose) * widest[c] + slack
+    end = np.searchsorted(keys, c * stride + last_x + reach, side="right")
+    end = np.clip(end, first_of_class[c], first_of_class[c] + counts[c])
+    same_length = class_start[c] + (end - first_of_class[c]) - block
+    # Next class: boxes within reach on either side.
+    following = np.minimum(c + 1, num_classes - 1)
+    has_next = (c + 1 < num_classes) & (counts[following] > 0)
+    reach = (1 - loose) * np.maximum(widest[c], widest[following]) + slack
+    low, high = first_of_class[following], first_of_class[following] + counts[following]
+    begin = np.clip(np.searchsorted(keys, (c + 1) * stride + first_x - reach), low, high)
+    end = np.clip(np.searchsorted(keys, (c + 1) * stride + last_x + reach, side="right"), begin, high)
+    next_start = np.where(has_next, class_start[following] + (begin - low), 0)
+    next_length = np.where(has_next, end - begin, 0)
+    return torch.from_numpy(np.stack([block, block, same_length, next_start, next_length], 1))
 
 
 def _tile_batches(windows, nan_slot):
