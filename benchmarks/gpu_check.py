@@ -23,7 +23,8 @@ fails, times out or is missing is recorded and the next one runs:
                         --vgg16-steps 20: the same step beside torchvision's FasterRCNN
   fast_batches          benchmarks/bench_step.py on the fast net with TRAIN.IMS_PER_BATCH
                         1, 2 and 4: images/s of the prepared step and of the solve loop
-                        (each step reads its losses back, so the clock sees the GPU's work)
+                        (each step reads its losses back, so the clock sees the GPU's work);
+                        and 1 with channels_last false ("1-nchw")
   main_job              pyfrcnn solve solvers/shapes_solver.yaml --device cuda to the end:
                         wall time, mAP, median s/step and images/s of the fast net; it
                         runs last, and the steps before it leave it RESERVE_S seconds
@@ -65,7 +66,7 @@ TARGETS = {
 TIMEOUTS = {
     "environment": (60, 30), "cuda_tests": (120, 90), "vgg16_step": (75, 60),
     "vgg16_test": (50, 40), "time_cli": (30, 30), "bench_vs_torchvision": (120, 60),
-    "fast_batches": (60, 45), "main_job": (270, 90),
+    "fast_batches": (75, 60), "main_job": (270, 90),
 }
 # Seconds that the steps before the main job leave it, on a GPU (with --cpu):
 # it generates its 1250 shapes images (about a minute), trains 2600 steps and
@@ -214,23 +215,26 @@ class Check:
                 "--set", f"device={self.device}"]
         if self.cpu:
             data += ["--set", "detection.TRAIN.SCALES=[64]", "--set", "detection.TRAIN.MAX_SIZE=96"]
+        # N = 1, 2, 4 as the main job runs (channels last), and N = 1 in the N x C x H x W
+        # layout: whether channels last pays on the GPU too.
+        variants = [("1", 1, []), ("2", 2, []), ("4", 4, []), ("1-nchw", 1, ["channels_last=false"])]
         script = " ; ".join(
-            f"echo N={n} && {shlex.quote(str(self.python))} benchmarks/bench_step.py "
+            f"echo N={label} && {shlex.quote(str(self.python))} benchmarks/bench_step.py "
             f"solvers/shapes_solver.yaml {' '.join(steps)} --block 5 "
             f"--out {shlex.quote(str(self.out / 'fast_batches'))} "
             f"--set detection.TRAIN.IMS_PER_BATCH={n} "
-            + " ".join(shlex.quote(str(a)) for a in data)
-            for n in (1, 2, 4))
+            + " ".join(shlex.quote(str(a)) for a in data + [v for key in extra for v in ("--set", key)])
+            for label, n, extra in variants)
         record, stdout = self.run("fast_batches", ["bash", "-c", f"set -e; {script}"])
-        batches, n = {}, None
+        batches, label, images = {}, None, {v[0]: v[1] for v in variants}
         for line in stdout.splitlines():
             if line.startswith("N="):
-                n = int(line[2:])
+                label = line[2:].strip()
             cells = [c.strip() for c in line.strip("|").split("|")]
-            if n and len(cells) == 3 and cells[0] in ("solve: step", "prepared: step"):
+            if label in images and len(cells) == 3 and cells[0] in ("solve: step", "prepared: step"):
                 key = "solve" if cells[0].startswith("solve") else "prepared"
-                batches.setdefault(str(n), {})[f"{key}_images_per_s"] = round(
-                    1000.0 * n / float(cells[1]), 2)
+                batches.setdefault(label, {})[f"{key}_images_per_s"] = round(
+                    1000.0 * images[label] / float(cells[1]), 2)
         record["images_per_s"] = batches
         self.save()
 

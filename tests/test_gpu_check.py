@@ -52,7 +52,7 @@ def test_gpu_check_dry_run_on_the_cpu(tmp_path):
     assert test["median_ms"] > 0 and test["device"] == "cpu"
     assert steps["time_cli"]["forward_backward_ms"] > 0
     batches = steps["fast_batches"]["images_per_s"]
-    assert sorted(batches) == ["1", "2", "4"]
+    assert sorted(batches) == ["1", "1-nchw", "2", "4"]
     assert all(v["prepared_images_per_s"] > 0 and v["solve_images_per_s"] > 0 for v in batches.values())
 
     table = result.stdout.splitlines()
