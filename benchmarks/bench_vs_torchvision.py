@@ -27,7 +27,7 @@ this from a venv with `pip install torch==2.14.1 torchvision==0.29.1` (plus
 numpy, pyyaml, pillow and protobuf) with the repository on PYTHONPATH:
 
     PYTHONPATH=. /path/to/venv/bin/python benchmarks/bench_vs_torchvision.py \\
-        --nets fast,vgg16 [--steps 50] [--vgg16-steps 5] [--device cpu|cuda] [--json OUT]
+        --nets fast,vgg16 [--steps 50] [--warmup 5] [--vgg16-steps 5] [--device cpu|cuda] [--json OUT]
 
 Without torchvision it writes {"skipped": reason} to --json and exits 0.
 """
@@ -238,7 +238,7 @@ def interleave(steps, count, warmup, device):
 
 def compare(net, args, device):
     if net == "fast":
-        solver_file, overrides, steps, warmup = "solvers/shapes_solver.yaml", [], args.steps, 5
+        solver_file, overrides, steps, warmup = "solvers/shapes_solver.yaml", [], args.steps, args.warmup
         size = None
     else:
         solver_file = "solvers/vgg16_solver.yaml"
@@ -281,6 +281,9 @@ def main(argv=None):
     parser.add_argument("--nets", default="fast,vgg16", help="comma-separated: fast, vgg16")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--steps", type=int, default=50, help="timed rounds for the fast net")
+    parser.add_argument("--warmup", type=int, default=5,
+                        help="untimed rounds first for the fast net (a few hundred: both RPNs "
+                             "have learnt enough that their proposals cluster, as in training)")
     parser.add_argument("--vgg16-steps", type=int, default=5, help="timed rounds for VGG16")
     parser.add_argument("--scale", type=int, default=600, help="VGG16 blob height")
     parser.add_argument("--max-size", type=int, default=1000, help="VGG16 blob width")
