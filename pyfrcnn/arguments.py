@@ -124,9 +124,10 @@ def add_net_arguments(parser, shapes=True, phase="TEST"):
                             "data=1,3,600,1000 im_info=1,3")
 
 
-def build_net(args, config=None):
+def build_net(args, config=None, **options):
+    """The Net of args.net; `options` go to Net (fuse, channels_last)."""
     from .net import Net
 
     return Net(args.net, phase=args.phase, stages=args.stage, level=args.level,
                input_shapes=parse_input_shapes(getattr(args, "input_shape", None)),
-               config=config)
+               config=config, **options)

@@ -1,6 +1,8 @@
 """`pyfrcnn time`: `caffe time`, mean forward and backward milliseconds per
 layer, in the TRAIN phase by default. A train net runs with its data layer,
-given its solver file (as NET or --solver) or a data spec (--data).
+given its solver file (as NET or --solver) or a data spec (--data); with a
+solver file the net is built as `solve` builds it (its fuse_layers and
+channels_last).
 """
 
 import time
@@ -134,15 +136,28 @@ def time_layers(net, iterations, warmup=1, device=None):
     return per_layer, total_fwd * scale, total_bwd * scale
 
 
+def net_options(args):
+    """Net keyword arguments from the solver file, when one is given: the train net
+    is then timed as `solve` runs it (fused chains, channels last)."""
+    from .solver_config import load_solver
+
+    solver = args.solver or (args.net if args.net.endswith(SOLVER_SUFFIXES) else None)
+    if solver is None:
+        return {}
+    config = load_solver(solver, args.overrides)
+    return {"fuse": config.fuse_layers, "channels_last": config.channels_last}
+
+
 def run_time(args):
     from .arguments import build_net, device_from_args, resolve_device
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    options = net_options(args)
     net_path, config = run_config(args)
     args.net = net_path
     device = resolve_device(device_from_args(args))
-    net = build_net(args, config=config).to(device)
+    net = build_net(args, config=config, **options).to(device)
     try:
         per_layer, total_fwd, total_bwd = time_layers(net, args.iterations, args.warmup, device)
     finally:

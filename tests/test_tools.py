@@ -7,6 +7,7 @@ import pytest
 
 from pyfrcnn import cli
 from pyfrcnn.io import read_net
+from pyfrcnn.timing import net_options
 from pyfrcnn.tools import net_to_dot, run_config
 from tests.conftest import REPO_DIR
 from tests.engine.netlib import write_run
@@ -39,6 +40,17 @@ def test_time_data_spec_without_a_solver_file():
     net, config = run_config(args)
     assert net == FAST_TRAIN and config["data"].spec("TRAIN") == "shapes:train"
     assert config["distributed"] == {"rank": 0, "world_size": 1}
+
+
+def test_time_builds_the_net_as_its_solver_file_says():
+    solver = str(REPO_DIR / "solvers" / "shapes_solver.yaml")
+    args = cli.make_parser().parse_args(["time", solver])
+    assert net_options(args) == {"fuse": True, "channels_last": True}  # as `solve` runs it
+    args = cli.make_parser().parse_args(["time", FAST_TRAIN, "--solver", solver,
+                                         "--set", "channels_last=false"])
+    assert net_options(args) == {"fuse": True, "channels_last": False}
+    args = cli.make_parser().parse_args(["time", FAST_TRAIN, "--data", "shapes:train"])
+    assert net_options(args) == {}  # no solver file: the Net's defaults
 
 
 def test_check_a_train_net_at_a_given_image_size(capsys):
