@@ -78,8 +78,9 @@ class Net(torch.nn.Module):
     values; only the memory order changes, and the layers after a
     convolution (BatchNorm, Scale, ReLU, Pooling, further convolutions)
     keep it, so a trunk runs channels last from its first convolution on.
-    On the CPU its convolutions and poolings are faster so; they round
-    differently (BENCHMARKS.md, "Training step", says by how much).
+    On the CPU its convolutions and poolings run faster that way, and round
+    differently (BENCHMARKS.md, "Training step", "Second round", says by how
+    much).
     """
 
     def __init__(self, source, phase="TRAIN", stages=(), level=0, config=None,

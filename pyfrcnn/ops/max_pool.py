@@ -42,7 +42,7 @@ class _MaxPool2d(torch.autograd.Function):
         layout = torch.channels_last if _channels_last(x) else torch.contiguous_format
         top, index = torch.ops.aten.max_pool2d_with_indices(
             x.contiguous(memory_format=torch.channels_last), kernel, stride, padding, [1, 1], ceil_mode)
-        ctx.geometry = kernel, stride, padding, ceil_mode
+        ctx.geometry, ctx.layout = (kernel, stride, padding, ceil_mode), layout
         if ctx.needs_input_grad[0]:
             ctx.save_for_backward(x, index.contiguous(memory_format=layout))
         return top.contiguous(memory_format=layout)
@@ -52,9 +52,8 @@ class _MaxPool2d(torch.autograd.Function):
     def backward(ctx, grad):
         x, index = ctx.saved_tensors
         kernel, stride, padding, ceil_mode = ctx.geometry
-        layout = torch.channels_last if _channels_last(x) else torch.contiguous_format
         grad_x = torch.ops.aten.max_pool2d_with_indices_backward(
-            grad.contiguous(memory_format=layout), x, kernel, stride, padding, [1, 1], ceil_mode, index)
+            grad.contiguous(memory_format=ctx.layout), x, kernel, stride, padding, [1, 1], ceil_mode, index)
         return grad_x, None, None, None, None
 
 
