@@ -65,6 +65,11 @@ def _given_shapes(layer, top_shapes, input_shapes, used):
     return shapes
 
 
+def channels_last_bottoms(args):
+    """A Convolution's bottoms under Net(channels_last=True): 4-D ones channels last."""
+    return [a.contiguous(memory_format=torch.channels_last) if a.dim() == 4 else a for a in args]
+
+
 class Net(torch.nn.Module):
     """A net built from a prototxt path, prototxt text or NetDef.
 
@@ -245,8 +250,7 @@ class Net(torch.nn.Module):
                 else:
                     args = [blobs[b].detach() if d else blobs[b] for b, d in zip(step.bottoms, step.detach)]
                 if step.channels_last:
-                    args = [a.contiguous(memory_format=torch.channels_last) if a.dim() == 4 else a
-                            for a in args]
+                    args = channels_last_bottoms(args)
                 outputs = layer.forward(*args)
                 if isinstance(outputs, torch.Tensor):
                     outputs = (outputs,)
@@ -267,6 +271,10 @@ class Net(torch.nn.Module):
         self.loss = loss
         return {name: blobs[name] for name in self.output_names}
 
+    def channels_last_layer(self, layer):
+        """Whether forward() hands `layer` its bottoms channels last."""
+        return self.channels_last and layer.type == "Convolution"
+
     def _steps(self):
         """The forward pass as a list of _Step, made once: what forward() does per
         layer, decided when the net is built instead of at every pass."""
@@ -286,7 +294,7 @@ class Net(torch.nn.Module):
                 step.checks = [(i, shape) for i, shape in enumerate(self.top_shapes[index])
                                if shape is not None]
                 step.losses = [(i, w) for i, w in enumerate(layer.loss_weights) if w]
-                step.channels_last = self.channels_last and layer.type == "Convolution"
+                step.channels_last = self.channels_last_layer(layer)
                 steps.append(step)
                 index += 1
             self.__dict__["_step_list"] = steps

@@ -10,6 +10,7 @@ import time
 import torch
 
 from .errors import PyfrcnnError, format_shape
+from .net import channels_last_bottoms
 
 
 SOLVER_SUFFIXES = (".yaml", ".yml")
@@ -120,6 +121,8 @@ def time_layers(net, iterations, warmup=1, device=None):
             if layer.type == "Input":
                 continue
             args = [blobs[b].detach().requires_grad_(blobs[b].is_floating_point()) for b in bottoms]
+            if net.channels_last_layer(layer):  # as Net.forward hands them over
+                args = channels_last_bottoms(args)
             t0 = _clock(device)
             out = layer.forward(*args)
             t1 = _clock(device)
