@@ -3,10 +3,11 @@ resnet50 converted with `pyfrcnn convert`, then 2 steps of
 prototxt/resnet50_c4/train.prototxt on generated shapes images, with the
 solver's own settings but for the image size, the RoI counts and the data.
 Frozen layers (conv1, res2, every BatchNorm and Scale) must not move; the
-rest must learn."""
+rest must learn; in the N x C x H x W layout and channels last alike."""
 
 import math
 
+import pytest
 import torch
 
 from pyfrcnn.cli import main
@@ -26,13 +27,14 @@ def test_resnet50_c4_solver_is_the_recipe():
     assert c.sections["data"].train == "voc_2007_trainval"
 
 
-def test_resnet50_c4_trains_two_steps(tmp_path):
+@pytest.mark.parametrize("channels_last", ["false", "true"])
+def test_resnet50_c4_trains_two_steps(tmp_path, channels_last):
     torch.save(fake_resnet50().state_dict(), tmp_path / "resnet50.pth")
     assert main(["convert", str(tmp_path / "resnet50.pth"), str(tmp_path / "resnet50.weights")]) == 0
     initial = load_weights_file(str(tmp_path / "resnet50.weights"))
     overrides = {
         # No weight decay: a weight that changes was reached by a gradient.
-        "max_iter": 2, "iter_size": 1, "weight_decay": 0, "display": 1, "snapshot": 0,
+        "max_iter": 2, "iter_size": 1, "weight_decay": 0, "channels_last": channels_last, "display": 1, "snapshot": 0,
         "test_interval": 0,
         "weights": str(tmp_path / "resnet50.weights"),
         "snapshot_prefix": str(tmp_path / "run" / "r50c4"),
