@@ -34,6 +34,13 @@ def add_time_arguments(parser):
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
 
 
+def solver_and_net(args):
+    """(solver file or None, net path or None): NET may be the solver file itself."""
+    if args.solver is None and args.net.endswith(SOLVER_SUFFIXES):
+        return args.net, None
+    return args.solver, args.net
+
+
 def run_config(args):
     """(net path, run config) for `time`: from a solver file (NET or --solver),
     else the sections' defaults with data.train / data.test = --data."""
@@ -41,10 +48,7 @@ def run_config(args):
     from .distributed import run_config_entry
     from .solver_config import load_solver
 
-    net, solver = args.net, args.solver
-    if net.endswith(SOLVER_SUFFIXES) and solver is None:
-        solver = net
-        net = None
+    solver, net = solver_and_net(args)
     if solver:
         config = load_solver(solver, args.overrides)
         if net is None:
@@ -144,8 +148,8 @@ def net_options(args):
     is then timed as `solve` runs it (fused chains, channels last)."""
     from .solver_config import load_solver
 
-    solver = args.solver or (args.net if args.net.endswith(SOLVER_SUFFIXES) else None)
-    if solver is None:
+    solver, _ = solver_and_net(args)
+    if not solver:
         return {}
     config = load_solver(solver, args.overrides)
     return {"fuse": config.fuse_layers, "channels_last": config.channels_last}

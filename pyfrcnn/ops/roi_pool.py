@@ -137,16 +137,16 @@ def roi_pool_forward_cpu(features, rois, pooled_h, pooled_w, spatial_scale, with
     values = features.new_empty((num_rois * pooled_h * pooled_w, channels))
     indices = torch.empty(values.shape, dtype=torch.int32) if decode else None
     work = torch.empty((step, channels), dtype=torch.int64) if decode else None
-    filled = {"first": 0, "count": 0}  # sorted bins held in `best`
+    first, count = 0, 0  # `best` holds sorted bins first .. first + count
 
     def flush():
-        first, size = filled["first"], filled["count"]
-        done = slice(first, first + size)
+        nonlocal first, count
+        done = slice(first, first + count)
         if decode is None:
-            values[done] = best[:size]
-        elif size:
-            decode(best[:size], values[done], indices[done], work[:size])
-        filled["first"], filled["count"] = first + size, 0
+            values[done] = best[:count]
+        elif count:
+            decode(best[:count], values[done], indices[done], work[:count])
+        first, count = first + count, 0
 
     for level_h, level_w, table in _sparse_tables(keys.view(num, height, width, channels),
                                                   list(bins["runs"])):
@@ -156,16 +156,16 @@ def roi_pool_forward_cpu(features, rois, pooled_h, pooled_w, spatial_scale, with
         distinct = [y + x for y in ([0, 2] if level_h else [0]) for x in ([0, 1] if level_w else [0])]
         done = 0
         while done < run_size:
-            if filled["count"] == step:
+            if count == step:
                 flush()
-            at, size = filled["count"], min(run_size - done, step - filled["count"])
+            at, size = count, min(run_size - done, step - count)
             part = slice(run_start + done, run_start + done + size)
             top, other = best[at:at + size], scratch[:size]
             torch.index_select(table, 0, corners[distinct[0], part], out=top)
             for corner in distinct[1:]:
                 torch.maximum(top, torch.index_select(table, 0, corners[corner, part], out=other),
                               out=top)
-            filled["count"] += size
+            count += size
             done += size
     flush()
     if signed_zeros:  # keys hold 0.0 for -0.0: read zeros back from the map
